@@ -1,0 +1,48 @@
+"""Abstract mediation: every discovered entity gets one of the 14 universal archetypes."""
+
+from __future__ import annotations
+
+import dspy
+from samner_dspy.programs.base import LMStage, answer_for
+from samner_dspy.signatures import ClassifyArchetype
+
+from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, archetype_names, match_archetype
+from samner_dspy.backends import StageBackend
+from samner_dspy.constraints import choice_per_key
+from samner_dspy.tagging import tag_entities
+from samner_dspy.tracing import StageRecord
+from samner_dspy.types import Span
+
+
+class ArchetypeClassifier(LMStage):
+    """One request per sentence for all its entities; an answer outside the 14 is repaired to Misc."""
+
+    def __init__(self, adapter: dspy.Adapter | None = None) -> None:
+        super().__init__(adapter)
+        self.predict = dspy.Predict(ClassifyArchetype)
+
+    def forward(self, text: str, spans: list[Span], backend: StageBackend) -> dspy.Prediction:
+        entities = list(dict.fromkeys(span.text for span in spans))
+        tagged = tag_entities(text, spans)
+        record = StageRecord("archetype", inputs={"tagged_text": tagged, "entities": entities})
+        reply = self.call_lm(
+            self.predict,
+            backend,
+            record,
+            {"archetypes": choice_per_key(entities, list(archetype_names()))},
+            archetype_definitions=archetype_definitions(),
+            tagged_text=tagged,
+            entities=entities,
+        )
+        answers = (reply or {}).get("archetypes") or {}
+        assigned: dict[str, str] = {}
+        for entity in entities:
+            answer = answer_for(answers, entity)
+            archetype = match_archetype(answer)
+            if archetype is None:
+                reason = "no archetype given" if answer is None else f"answer {answer!r} is not an archetype"
+                record.repair(entity, f"{reason}; set to {FALLBACK_ARCHETYPE}")
+                archetype = FALLBACK_ARCHETYPE
+            assigned[entity] = archetype
+        record.outputs = {"archetypes": assigned}
+        return dspy.Prediction(archetypes=assigned, record=record)

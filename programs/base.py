@@ -1,0 +1,85 @@
+"""What every LM-backed stage shares: one call path with tracing, usage accounting and failure capture."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dspy
+import httpx
+from dspy.utils.exceptions import AdapterParseError
+
+from samner_dspy.adapters import SamnerAdapter
+from samner_dspy.backends import StageBackend
+from samner_dspy.constraints import JsonSchema
+from samner_dspy.grounding import mention_key
+from samner_dspy.tracing import StageRecord
+
+_CONNECTION_ERROR_NAMES = ("APIConnectionError", "ConnectError", "ConnectTimeout", "ServiceUnavailableError")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, ConnectionError | httpx.ConnectError)
+            or type(current).__name__ in _CONNECTION_ERROR_NAMES
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def answer_for(answers: object, key: str) -> Any:
+    """The value a reply gives for ``key``, tolerating a reply that changed its case or spacing."""
+    if not isinstance(answers, dict):
+        return None
+    if key in answers:
+        return answers[key]
+    wanted = mention_key(key)
+    return next(
+        (value for name, value in answers.items() if isinstance(name, str) and mention_key(name) == wanted), None
+    )
+
+
+class LMStage(dspy.Module):
+    """A DSPy module whose predictors run against a per-call backend with a per-call response schema."""
+
+    def __init__(self, adapter: dspy.Adapter | None = None) -> None:
+        super().__init__()
+        self.adapter = adapter or SamnerAdapter()
+
+    def reply_schema(self, predictor: dspy.Predict, field_schemas: dict[str, JsonSchema]) -> JsonSchema:
+        """The whole reply's JSON schema as this stage's adapter lays it out."""
+        return self.adapter.reply_schema(predictor.signature, field_schemas)
+
+    def call_lm(
+        self,
+        predictor: dspy.Predict,
+        backend: StageBackend,
+        record: StageRecord,
+        field_schemas: dict[str, JsonSchema] | None,
+        **inputs: Any,
+    ) -> dict[str, Any] | None:
+        """Run one request; an unparseable reply is recorded with its raw text and yields None."""
+        record.model = backend.model
+        record.requests += 1
+        schema = self.reply_schema(predictor, field_schemas) if field_schemas else None
+        config = backend.request_config(schema, predictor.signature.__name__)
+        started = time.perf_counter()
+        try:
+            with dspy.context(lm=backend.lm, adapter=self.adapter, track_usage=True):
+                prediction = predictor(**inputs, config=config)
+        except AdapterParseError as exc:
+            record.fail(f"unparseable reply ({exc.message or 'parse error'})".strip(), exc.lm_response or "")
+            return None
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise backend.unreachable(exc) from exc
+            raise
+        finally:
+            record.latency_s += time.perf_counter() - started
+        record.add_usage(prediction.get_lm_usage())
+        return {name: prediction.get(name) for name in predictor.signature.output_fields}

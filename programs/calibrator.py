@@ -1,0 +1,97 @@
+"""Definition-guided calibration, and direct typing for the "w/o calibration" ablation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dspy
+from samner_dspy.programs.base import LMStage
+from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
+from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
+
+from samner_dspy.archetypes import archetype_definitions
+from samner_dspy.backends import StageBackend
+from samner_dspy.constraints import choice_per_key, one_of
+from samner_dspy.schema import Schema
+from samner_dspy.tracing import StageRecord
+
+CalibrationMode = Literal["sentence", "entity"]
+
+
+class TypeCalibrator(LMStage):
+    """``sentence`` (default): one request types all of a sentence's entities, as the authors' code does.
+    ``entity``: one request per entity, the paper's equation 12, for comparison.
+    """
+
+    def __init__(
+        self, mode: CalibrationMode = "sentence", allow_no_label: bool = False, adapter: dspy.Adapter | None = None
+    ) -> None:
+        super().__init__(adapter)
+        self.allow_no_label = allow_no_label
+        if mode not in ("sentence", "entity"):
+            raise ValueError(f"unknown calibration mode {mode!r}; choose 'sentence' or 'entity'")
+        self.mode = mode
+        self.predict = dspy.Predict(CalibrateType)
+        self.predict_entity = dspy.Predict(CalibrateEntity)
+
+    def forward(self, text: str, schema: Schema, archetypes: dict[str, str], backend: StageBackend) -> dspy.Prediction:
+        entities = list(archetypes)
+        definitions = archetype_definitions()
+        definitions_shown = label_definitions(schema, self.allow_no_label)
+        record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
+        if self.mode == "sentence":
+            reply = self.call_lm(
+                self.predict,
+                backend,
+                record,
+                {"labels": choice_per_key(entities, list(definitions_shown))},
+                label_definitions=definitions_shown,
+                archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
+                text=text,
+                entities=dict(archetypes),
+            )
+            labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
+        else:
+            labels = {}
+            for entity, archetype in archetypes.items():
+                reply = self.call_lm(
+                    self.predict_entity,
+                    backend,
+                    record,
+                    {"label": one_of(list(definitions_shown))},
+                    label_definitions=definitions_shown,
+                    text=text,
+                    entity=entity,
+                    archetype=archetype,
+                    archetype_definition=definitions[archetype],
+                )
+                label = resolve_label(schema, entity, (reply or {}).get("label"), record)
+                if label is not None:
+                    labels[entity] = label
+        record.outputs = {"labels": labels}
+        return dspy.Prediction(label_of=labels, record=record)
+
+
+class DirectTyper(LMStage):
+    """Types entities straight against the target definitions, with no archetype in between."""
+
+    def __init__(self, allow_no_label: bool = False, adapter: dspy.Adapter | None = None) -> None:
+        super().__init__(adapter)
+        self.allow_no_label = allow_no_label
+        self.predict = dspy.Predict(TypeEntities)
+
+    def forward(self, text: str, schema: Schema, entities: list[str], backend: StageBackend) -> dspy.Prediction:
+        record = StageRecord("direct_typing", inputs={"entities": list(entities)})
+        definitions_shown = label_definitions(schema, self.allow_no_label)
+        reply = self.call_lm(
+            self.predict,
+            backend,
+            record,
+            {"labels": choice_per_key(entities, list(definitions_shown))},
+            label_definitions=definitions_shown,
+            text=text,
+            entities=entities,
+        )
+        labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
+        record.outputs = {"labels": labels}
+        return dspy.Prediction(label_of=labels, record=record)

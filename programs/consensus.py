@@ -1,0 +1,111 @@
+"""Collaborative Consensus Refinement: the explorer's noise-prone candidates need the anchor's backing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import dspy
+from samner_dspy.programs.verifier import SpanVerifier
+
+from samner_dspy.backends import StageBackend
+from samner_dspy.grounding import mention_key
+from samner_dspy.schema import Schema
+from samner_dspy.tracing import StageRecord
+from samner_dspy.types import Candidate
+
+ConsensusMode = Literal["rule", "verify", "off"]
+CONSENSUS_MODES: tuple[str, ...] = ("rule", "verify", "off")
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """Which explorer candidates are noise-prone.
+
+    The authors' released code treats single-word candidates as noise-prone: silver-trained explorers
+    over-generate generic one-word nouns ("data", "system"). Raise ``max_words`` to be stricter.
+    """
+
+    max_words: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_words < 0:
+            raise ValueError(f"max_words must be >= 0, got {self.max_words}")
+
+    def is_noise_prone(self, surface: str) -> bool:
+        return len(surface.split()) <= self.max_words
+
+
+def _merge(candidates: list[Candidate]) -> list[Candidate]:
+    """De-duplicated union in first-seen order; the first spelling wins, sources and types accumulate."""
+    merged: dict[str, Candidate] = {}
+    for candidate in candidates:
+        key = mention_key(candidate.surface)
+        if key in merged:
+            first = merged[key]
+            merged[key] = Candidate(
+                first.surface,
+                tuple(dict.fromkeys(first.sources + candidate.sources)),
+                tuple(dict.fromkeys(first.types + candidate.types)),
+            )
+        else:
+            merged[key] = candidate
+    return list(merged.values())
+
+
+class ConsensusRefiner(dspy.Module):
+    """``rule`` (default): uncorroborated noise-prone explorer candidates are dropped, no request.
+    ``verify``: they go to the anchor in one request and stay if it confirms them.
+    ``off``: the plain union (the paper's "w/o CCR" ablation).
+    """
+
+    def __init__(self, mode: ConsensusMode = "rule", noise_rule: NoiseRule | None = None) -> None:
+        super().__init__()
+        if mode not in CONSENSUS_MODES:
+            raise ValueError(f"unknown consensus mode {mode!r}; choose one of {', '.join(CONSENSUS_MODES)}")
+        self.mode = mode
+        self.noise_rule = noise_rule or NoiseRule()
+        self.verifier = SpanVerifier()
+
+    def forward(
+        self,
+        text: str,
+        schema: Schema,
+        anchor: list[Candidate] | None,
+        explorer: list[Candidate] | None,
+        verifier_backend: StageBackend | None = None,
+    ) -> dspy.Prediction:
+        mode = self.mode if anchor is not None and explorer is not None else "off"
+        record = StageRecord("consensus", inputs={"mode": mode, "noise_rule": {"max_words": self.noise_rule.max_words}})
+        anchor = anchor or []
+        explorer = explorer or []
+        anchor_keys = {mention_key(c.surface) for c in anchor}
+        kept: list[Candidate] = []
+        pending: list[Candidate] = []
+        for candidate in explorer:
+            corroborated = mention_key(candidate.surface) in anchor_keys
+            if corroborated or mode == "off" or not self.noise_rule.is_noise_prone(candidate.surface):
+                kept.append(candidate)
+            else:
+                pending.append(candidate)
+        if pending and mode == "verify" and verifier_backend is not None:
+            verdict = self.verifier(
+                text=text,
+                schema=schema,
+                candidates=[c.surface for c in pending],
+                backend=verifier_backend,
+                record=record,
+            )
+            for candidate in pending:
+                if candidate.surface in verdict.confirmed:
+                    kept.append(candidate)
+                elif verdict.answered:
+                    record.drop(candidate.surface, "the anchor did not confirm it on verification")
+                else:
+                    record.drop(candidate.surface, "verification failed, so it stays uncorroborated")
+        else:
+            for candidate in pending:
+                record.drop(candidate.surface, "noise-prone explorer candidate without anchor corroboration")
+        candidates = _merge(anchor + kept)
+        record.outputs = {"candidates": {c.surface: list(c.sources) for c in candidates}}
+        return dspy.Prediction(candidates=candidates, record=record)

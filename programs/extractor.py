@@ -1,0 +1,55 @@
+"""Entity discovery by one extractor (the anchor or the explorer), grounded in the text."""
+
+from __future__ import annotations
+
+import dspy
+from samner_dspy.programs.base import LMStage
+from samner_dspy.signatures import ExtractSpans
+
+from samner_dspy.backends import StageBackend
+from samner_dspy.constraints import string_lists
+from samner_dspy.grounding import Located, locate
+from samner_dspy.schema import Schema
+from samner_dspy.tracing import StageRecord
+from samner_dspy.types import Candidate
+
+
+def _chunks(labels: list[str], size: int | None) -> list[list[str]]:
+    if not size or size >= len(labels):
+        return [labels]
+    return [labels[i : i + size] for i in range(0, len(labels), size)]
+
+
+class SpanExtractor(LMStage):
+    """Proposes mention strings for the schema's labels; strings not found in the text are dropped.
+
+    ``max_types_per_request`` splits a large schema over several requests, as IEPile's own inference
+    does for its anchor model; None sends all labels at once.
+    """
+
+    def __init__(self, role: str, adapter: dspy.Adapter | None = None, max_types_per_request: int | None = None):
+        super().__init__(adapter)
+        self.role = role
+        self.max_types_per_request = max_types_per_request
+        self.predict = dspy.Predict(ExtractSpans)
+
+    def forward(self, text: str, schema: Schema, backend: StageBackend) -> dspy.Prediction:
+        record = StageRecord(self.role, inputs={"entity_types": schema.labels})
+        proposed: dict[str, list[str]] = {}
+        for labels in _chunks(schema.labels, self.max_types_per_request):
+            reply = self.call_lm(
+                self.predict, backend, record, {"entities": string_lists(labels)}, entity_types=labels, text=text
+            )
+            for entity_type, mentions in ((reply or {}).get("entities") or {}).items():
+                for mention in mentions:
+                    proposed.setdefault(mention, []).append(entity_type)
+        found: dict[str, list[str]] = {}
+        for mention, types in proposed.items():
+            where = locate(text, mention)
+            if isinstance(where, Located):
+                found.setdefault(where.surface, []).extend(types)
+            else:
+                record.drop(mention, where.reason)
+        record.outputs = {"mentions": {surface: sorted(set(types)) for surface, types in found.items()}}
+        candidates = [Candidate(surface, (self.role,), tuple(dict.fromkeys(types))) for surface, types in found.items()]
+        return dspy.Prediction(candidates=candidates, record=record)

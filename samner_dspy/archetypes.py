@@ -1,0 +1,76 @@
+"""The 14 universal archetypes of SAM-NER and the deterministic projection of fine-grained types onto them.
+
+Both come from the paper's appendix B (tables 4 and 5) and ship as package data, so training-data
+builders and the classifier stage read one source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from samner_dspy.resources import load_data
+
+
+@dataclass(frozen=True)
+class Archetype:
+    name: str
+    definition: str
+    fine_grained_types: tuple[str, ...]
+
+
+def normalize_type_name(name: str) -> str:
+    """Case-, underscore- and spacing-insensitive key, so ``Cell_Type`` and ``cell type`` project alike."""
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]", " ", name)).strip().casefold()
+
+
+@cache
+def load_archetypes() -> tuple[Archetype, ...]:
+    data = load_data("archetypes")
+    return tuple(
+        Archetype(item["name"], item["definition"], tuple(item["fine_grained_types"])) for item in data["archetypes"]
+    )
+
+
+def archetype_names() -> tuple[str, ...]:
+    return tuple(archetype.name for archetype in load_archetypes())
+
+
+@cache
+def archetype_definitions() -> dict[str, str]:
+    return {archetype.name: archetype.definition for archetype in load_archetypes()}
+
+
+FALLBACK_ARCHETYPE: str = load_data("archetypes")["fallback"]
+
+
+@cache
+def _projection() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for archetype in load_archetypes():
+        table[normalize_type_name(archetype.name)] = archetype.name
+        for fine in archetype.fine_grained_types:
+            table[normalize_type_name(fine)] = archetype.name
+    return table
+
+
+def project_type(fine_grained_type: str) -> str:
+    """The archetype of a fine-grained type (appendix B); types the table does not know project to Misc."""
+    return _projection().get(normalize_type_name(fine_grained_type), FALLBACK_ARCHETYPE)
+
+
+def project_schema(fine_grained_types: list[str] | tuple[str, ...]) -> list[str]:
+    """The abstract schema of an instance: its types projected, de-duplicated, in first-seen order."""
+    return list(dict.fromkeys(project_type(name) for name in fine_grained_types))
+
+
+def match_archetype(answer: object) -> str | None:
+    """The archetype an LM answer names, tolerant of case and spacing; None when it names none."""
+    if not isinstance(answer, str):
+        return None
+    key = normalize_type_name(answer)
+    for name in archetype_names():
+        if normalize_type_name(name) == key:
+            return name
+    return None

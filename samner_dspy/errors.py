@@ -1,0 +1,33 @@
+"""Errors a caller can catch by kind; every message names the offending value."""
+
+from __future__ import annotations
+
+
+class SamnerError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class InputTextError(SamnerError, ValueError):
+    """The text to annotate is not usable (not a string, empty, or only whitespace)."""
+
+
+class SchemaError(SamnerError, ValueError):
+    """A target schema is malformed: empty, duplicated, or with non-string labels or definitions."""
+
+
+class ConfigError(SamnerError, ValueError):
+    """A configuration file, mapping or environment variable is malformed."""
+
+
+class EndpointUnreachableError(SamnerError, ConnectionError):
+    """An LLM endpoint could not be reached; the message carries its URL."""
+
+    def __init__(self, url: str, stage: str, reason: str) -> None:
+        self.url = url
+        self.stage = stage
+        self.reason = reason
+        super().__init__(f"cannot reach the {stage} endpoint at {url}: {reason}")
+
+
+class EmbeddedModelError(SamnerError, RuntimeError):
+    """The embedded model is missing, corrupt, or its server failed to start."""

@@ -1,0 +1,104 @@
+"""Per-stage records of a pipeline run, so a user sees which stage found, dropped or typed what."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Dropped:
+    item: str
+    reason: str
+
+
+@dataclass
+class StageRecord:
+    """What one stage did for one input: its model, inputs, outputs, drops, time, tokens, failures."""
+
+    stage: str
+    model: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    dropped: list[Dropped] = field(default_factory=list)
+    repaired: list[Dropped] = field(default_factory=list)
+    requests: int = 0
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    raw_reply: str | None = None
+
+    def drop(self, item: str, reason: str) -> None:
+        self.dropped.append(Dropped(item, reason))
+
+    def repair(self, item: str, how: str) -> None:
+        self.repaired.append(Dropped(item, how))
+
+    def fail(self, error: str, raw_reply: str | None = None) -> None:
+        """Record a failed request without stopping the pipeline; several failures accumulate."""
+        self.error = error if self.error is None else f"{self.error}; {error}"
+        if raw_reply is not None:
+            self.raw_reply = raw_reply if self.raw_reply is None else f"{self.raw_reply}\n---\n{raw_reply}"
+
+    def add_usage(self, usage: dict[str, Any] | None) -> None:
+        for counts in (usage or {}).values():
+            self.prompt_tokens += int(counts.get("prompt_tokens") or 0)
+            self.completion_tokens += int(counts.get("completion_tokens") or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Trace:
+    """The ordered stage records of one sentence."""
+
+    stages: list[StageRecord] = field(default_factory=list)
+
+    def add(self, record: StageRecord) -> StageRecord:
+        self.stages.append(record)
+        return record
+
+    def __getitem__(self, stage: str) -> StageRecord:
+        for record in self.stages:
+            if record.stage == stage:
+                return record
+        raise KeyError(f"no stage named {stage!r} in this trace; stages: {[r.stage for r in self.stages]}")
+
+    def __contains__(self, stage: object) -> bool:
+        return any(record.stage == stage for record in self.stages)
+
+    @property
+    def requests(self) -> int:
+        return sum(record.requests for record in self.stages)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{record.stage}: {record.error}" for record in self.stages if record.error]
+
+    def dropped_counts(self) -> dict[str, int]:
+        """How many items each reason removed, across stages (``stage: reason`` -> count)."""
+        counts: dict[str, int] = {}
+        for record in self.stages:
+            for dropped in record.dropped:
+                key = f"{record.stage}: {dropped.reason}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [record.to_dict() for record in self.stages]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        stages = []
+        for raw in data["stages"]:
+            raw = dict(raw)
+            raw["dropped"] = [Dropped(**d) for d in raw.get("dropped", [])]
+            raw["repaired"] = [Dropped(**d) for d in raw.get("repaired", [])]
+            stages.append(StageRecord(**raw))
+        return cls(stages)

@@ -1,0 +1,42 @@
+"""The values the pipeline hands back to callers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One grounded mention: ``text == sentence[start:end]`` always holds for the caller's string."""
+
+    text: str
+    label: str
+    start: int
+    end: int
+    archetype: str | None = None
+    sources: tuple[str, ...] = field(default_factory=tuple)
+    """Which extractors proposed it: ``anchor``, ``explorer`` or both."""
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        return data
+
+
+@dataclass(frozen=True)
+class Span:
+    """A located occurrence of a discovered surface string, before it gets a label."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A discovered surface string (spelled as in the text) and the extractors that proposed it."""
+
+    surface: str
+    sources: tuple[str, ...]
+    types: tuple[str, ...] = ()
+    """The entity types the extractors filed it under: a hint only, the label comes from calibration."""

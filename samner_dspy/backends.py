@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
 import httpx
 
-from samner_dspy.config import CachePolicy, Endpoint, SamnerConfig
+from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig
 from samner_dspy.errors import EndpointUnreachableError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -37,22 +39,31 @@ class StageBackend:
         return EndpointUnreachableError(self.api_base or self.model, self.stage, str(reason))
 
 
+def revision_key(revision: str) -> int:
+    """An integer form of a cache revision string, for dspy's ``rollout_id``."""
+    return int(hashlib.sha256(revision.encode("utf-8")).hexdigest()[:12], 16)
+
+
 def build_lm(endpoint: Endpoint, cache: CachePolicy) -> dspy.LM:
     kwargs: dict[str, Any] = {}
     if cache.enabled and cache.revision:
-        # Part of dspy's cache key and stripped before the request: a new revision never hits old entries.
-        kwargs["rollout_id"] = int.from_bytes(cache.revision.encode()[:7].ljust(7, b"\0"), "big")
-    return dspy.LM(
-        endpoint.model,
-        api_base=endpoint.api_base,
-        api_key=endpoint.api_key() or ("EMPTY" if endpoint.api_base else None),
-        temperature=endpoint.temperature,
-        max_tokens=endpoint.max_tokens,
-        timeout=endpoint.timeout_s,
-        num_retries=endpoint.num_retries,
-        cache=cache.enabled,
-        **kwargs,
-    )
+        # rollout_id is part of dspy's cache key and stripped before the request is sent, so entries of
+        # another revision are never served (dspy warns that it has "no effect" at temperature 0: it
+        # means on sampling, not on the key).
+        kwargs["rollout_id"] = revision_key(cache.revision)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="rollout_id has no effect")
+        return dspy.LM(
+            endpoint.model,
+            api_base=endpoint.api_base,
+            api_key=endpoint.api_key() or ("EMPTY" if endpoint.api_base else None),
+            temperature=endpoint.temperature,
+            max_tokens=endpoint.max_tokens,
+            timeout=endpoint.timeout_s,
+            num_retries=endpoint.num_retries,
+            cache=cache.enabled,
+            **kwargs,
+        )
 
 
 def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
@@ -68,9 +79,9 @@ def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
 
 def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | None = None) -> dict[str, StageBackend]:
     """One backend per stage; embedded stages share one local server, started here on first need."""
-    from samner_dspy.config import STAGES
-
     overrides = overrides or {}
+    if config.cache.enabled and config.cache.directory:
+        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=config.cache.directory)
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
     for stage in STAGES:

@@ -1,0 +1,1 @@
+"""Evaluation on CrossNER and other labelled data."""

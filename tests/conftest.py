@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated dspy cache, CrossNER data from ../shared, and the embedded model's server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# dspy's disk cache ignores api_base: tests never share one with the user or with each other's runs.
+os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="samner-test-dspy-cache-")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CROSSNER = REPO.parent / "shared" / "data" / "crossner"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """Locally a missing model or tool skips its tests; in CI it fails them, so green means it ran."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(scope="session")
+def crossner_dir() -> Path:
+    require(CROSSNER.is_dir(), f"CrossNER data at {CROSSNER}")
+    return CROSSNER
+
+
+@pytest.fixture(scope="session")
+def embedded_server():
+    """The embedded model behind a real OpenAI-compatible HTTP server on 127.0.0.1."""
+    import importlib.util
+
+    from samner_dspy.embedded import EmbeddedServer, model_spec
+
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python (the 'local' extra)")
+    require(
+        all(importlib.util.find_spec(p) is not None for p in model_spec().chunk_packages),
+        "the embedded model's chunk packages (the 'local' extra)",
+    )
+    server = EmbeddedServer(log_path=Path(tempfile.gettempdir()) / "samner-test-embedded-server.log")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,123 @@
+import socket
+
+import pytest
+
+from samner_dspy import SAMNER, ConfigError, Endpoint, EndpointUnreachableError, SamnerConfig
+from samner_dspy.backends import build_lm, revision_key
+from samner_dspy.config import CachePolicy, resolve_config
+
+
+def test_default_is_one_vllm_server_with_the_three_loras_and_its_base_model():
+    config = SamnerConfig()
+    assert [config.endpoint(s).model for s in ("anchor", "explorer", "archetype")] == [
+        "hosted_vllm/anchor",
+        "hosted_vllm/explorer",
+        "hosted_vllm/archetype",
+    ]
+    assert config.calibrator.model == "hosted_vllm/meta-llama/Meta-Llama-3-8B-Instruct"
+    assert {config.endpoint(s).api_base for s in ("anchor", "calibrator")} == {"http://localhost:8000/v1"}
+    assert config.cache == CachePolicy(enabled=False)
+
+
+def test_swapping_the_calibrator_is_one_line():
+    config = SamnerConfig().with_stage("calibrator", "openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY")
+    assert config.calibrator == Endpoint("openai/gpt-4o-mini", api_key_env="OPENAI_API_KEY")
+    assert config.anchor == SamnerConfig().anchor
+
+
+def test_toml_file_with_defaults_stage_overrides_and_cache(tmp_path):
+    path = tmp_path / "samner.toml"
+    path.write_text(
+        """
+[defaults]
+api_base = "http://gpu-box:9000/v1"
+max_tokens = 256
+
+[stages.calibrator]
+model = "openai/gpt-4o-mini"
+api_base = ""
+api_key_env = "OPENAI_API_KEY"
+temperature = 0.2
+
+[cache]
+enabled = true
+revision = "adapters-2026-11-25"
+""",
+        encoding="utf-8",
+    )
+    config = SamnerConfig.from_toml(path)
+    assert config.anchor == Endpoint("hosted_vllm/anchor", "http://gpu-box:9000/v1", max_tokens=256)
+    assert config.calibrator.model == "openai/gpt-4o-mini" and config.calibrator.api_base is None
+    assert config.calibrator.temperature == 0.2 and config.calibrator.max_tokens == 256
+    assert config.cache == CachePolicy(enabled=True, revision="adapters-2026-11-25")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[stages.decoder]\nmodel = 'x'", "unknown stages"),
+        ("[stages.anchor]\nmodle = 'x'", "unknown keys"),
+        ("[engine]\nx = 1", "unknown configuration sections"),
+        ("[stages.anchor]\nmodel = ''", "non-empty model"),
+        ("[stages.anchor]\nstructured_output = 'xml'", "structured_output"),
+        ("[stages.anchor\nmodel = 'x'", "not valid TOML"),
+    ],
+)
+def test_malformed_configuration_names_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        SamnerConfig.from_toml(path)
+
+
+def test_missing_configuration_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        SamnerConfig.from_toml("/nonexistent/samner.toml")
+
+
+def test_environment_overrides_and_embedded_fallback(monkeypatch):
+    for name in ("SAMNER_CONFIG", "SAMNER_API_BASE", "SAMNER_CALIBRATOR_MODEL", "SAMNER_CALIBRATOR_MAX_TOKENS"):
+        monkeypatch.delenv(name, raising=False)
+    assert all(resolve_config().endpoint(s).is_embedded for s in ("anchor", "calibrator"))
+    monkeypatch.setenv("SAMNER_API_BASE", "http://10.0.0.5:8000/v1")
+    monkeypatch.setenv("SAMNER_CALIBRATOR_MODEL", "openai/gpt-4o-mini")
+    monkeypatch.setenv("SAMNER_CALIBRATOR_MAX_TOKENS", "99")
+    config = resolve_config(SamnerConfig())
+    assert config.anchor.api_base == "http://10.0.0.5:8000/v1"
+    assert config.calibrator.model == "openai/gpt-4o-mini" and config.calibrator.max_tokens == 99
+    monkeypatch.setenv("SAMNER_CALIBRATOR_MAX_TOKENS", "many")
+    with pytest.raises(ConfigError, match="must be a number"):
+        resolve_config(SamnerConfig())
+
+
+def test_api_keys_come_from_the_named_variable_only(monkeypatch):
+    endpoint = Endpoint("openai/gpt-4o-mini", api_key_env="SAMNER_TEST_KEY")
+    monkeypatch.delenv("SAMNER_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SAMNER_TEST_KEY"):
+        endpoint.api_key()
+    monkeypatch.setenv("SAMNER_TEST_KEY", "sk-secret")
+    assert endpoint.api_key() == "sk-secret"
+    assert "sk-secret" not in repr(SamnerConfig().with_stage("calibrator", endpoint))
+
+
+def test_cache_policy_is_explicit_and_keyed_by_revision():
+    endpoint = Endpoint("hosted_vllm/anchor", "http://localhost:8000/v1")
+    assert build_lm(endpoint, CachePolicy()).cache is False
+    first = build_lm(endpoint, CachePolicy(enabled=True, revision="v1"))
+    second = build_lm(endpoint, CachePolicy(enabled=True, revision="v2"))
+    assert first.cache is True
+    assert first.kwargs["rollout_id"] == revision_key("v1") != second.kwargs["rollout_id"]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_error_names_its_url():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    program = SAMNER(SamnerConfig.vllm(api_base=url))
+    with pytest.raises(EndpointUnreachableError, match=f"anchor endpoint at {url}") as caught:
+        program("Ada Lovelace wrote notes.", ["person"])
+    assert caught.value.url == url

@@ -1,0 +1,160 @@
+"""Every stage through the real HTTP path: the embedded model behind llama.cpp's OpenAI-compatible server.
+
+These are slow (a request takes seconds on two cores), so each test runs a handful of short sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from itertools import islice
+
+import pytest
+
+from samner_dspy import SAMNER, Schema, SchemaError
+from samner_dspy.archetypes import archetype_names
+from samner_dspy.backends import build_backends
+from samner_dspy.config import SamnerConfig
+from samner_dspy.embedded import MODELS, EmbeddedModel, model_path
+from samner_dspy.errors import EmbeddedModelError
+from samner_dspy.evals.crossner import read_bio
+from samner_dspy.programs import DirectTyper, SpanVerifier
+from samner_dspy.tracing import StageRecord
+
+pytestmark = pytest.mark.model
+
+STAGES = ["anchor", "explorer", "consensus", "grounding", "archetype", "calibrator"]
+
+
+def server_config(server, prefix: str = "openai") -> SamnerConfig:
+    """What a user writes to point the program at an OpenAI-compatible llama.cpp server."""
+    return SamnerConfig.from_mapping(
+        {
+            "defaults": {
+                "api_base": server.api_base,
+                "model": f"{prefix}/embedded",
+                "structured_output": "llama_cpp",
+                "max_tokens": 256,
+            }
+        }
+    )
+
+
+def assert_grounded(text: str, schema: Schema, result) -> None:
+    for entity in result.entities:
+        assert text[entity.start : entity.end] == entity.text
+        assert entity.label in schema.labels
+        assert entity.archetype is None or entity.archetype in archetype_names()
+        assert entity.sources and set(entity.sources) <= {"anchor", "explorer"}
+
+
+def test_the_model_file_is_joined_and_hash_checked(monkeypatch, tmp_path, embedded_server):
+    path = model_path()
+    assert path.stat().st_size > 400_000_000
+    assert path.with_suffix(".verified").read_text().startswith(MODELS["qwen2.5-coder-0.5b"].sha256)
+    wrong = EmbeddedModel("broken", "test", MODELS["qwen2.5-coder-0.5b"].chunk_packages, "0" * 64, "reinstall")
+    monkeypatch.setitem(MODELS, "broken", wrong)
+    monkeypatch.setenv("SAMNER_HOME", str(tmp_path))
+    with pytest.raises(EmbeddedModelError, match="expected 0000"):
+        model_path("broken")
+    assert not list((tmp_path / "models").glob("*.gguf")), "a file that fails its hash is not kept"
+
+
+def test_full_pipeline_on_crossner_sentences_over_http(embedded_server, crossner_dir):
+    program = SAMNER(server_config(embedded_server))
+    schema = Schema.from_name("crossner:ai")
+    sentences = list(islice(read_bio(crossner_dir / "ai" / "test.txt"), 2))
+    gold_spans_found = 0
+    for sentence in sentences:
+        result = program(sentence.text, schema)
+        assert_grounded(sentence.text, schema, result)
+        trace = result.trace
+        assert [record.stage for record in trace.stages] == STAGES
+        for stage in ("anchor", "explorer", "archetype", "calibrator"):
+            record = trace[stage]
+            assert record.model == "openai/embedded" and record.requests == 1
+            assert record.latency_s > 0 and record.prompt_tokens > 0 and record.completion_tokens > 0
+        assert trace.requests == 4
+        gold = {(e.start, e.end) for e in sentence.entities}
+        gold_spans_found += len(gold & {(e.start, e.end) for e in result.entities})
+    assert gold_spans_found >= 1, "the embedded model finds real CrossNER entities"
+
+
+def test_vllm_style_configuration_and_the_optional_stages(embedded_server):
+    """The hosted_vllm/ provider (what a vLLM deployment uses), VerifySpan and direct typing, over HTTP."""
+    config = server_config(embedded_server, prefix="hosted_vllm")
+    backends = build_backends(config)
+    text = "Ada Lovelace worked with Charles Babbage in London on the Analytical Engine."
+    schema = Schema.coerce({"person": "a named person", "city": "a named city"})
+
+    record = StageRecord("consensus")
+    verdict = SpanVerifier()(
+        text=text, schema=schema, candidates=["London", "engine"], backend=backends["anchor"], record=record
+    )
+    assert verdict.answered and verdict.confirmed <= {"London", "engine"}
+    assert record.requests == 1 and record.model == "hosted_vllm/embedded" and record.error is None
+
+    typed = DirectTyper()(text=text, schema=schema, entities=["Ada Lovelace", "London"], backend=backends["calibrator"])
+    assert set(typed.label_of) <= {"Ada Lovelace", "London"}
+    assert set(typed.label_of.values()) <= {"person", "city"}
+    assert typed.record.error is None and typed.record.prompt_tokens > 0
+
+    result = SAMNER(config, ccr="verify", calibration="entity")(text, schema)
+    assert_grounded(text, schema, result)
+    assert result.trace["calibrator"].requests == len({e for e in result.trace["archetype"].outputs["archetypes"]})
+
+
+def test_default_program_runs_on_the_embedded_model_with_non_ascii_and_repeats(monkeypatch):
+    monkeypatch.delenv("SAMNER_CONFIG", raising=False)
+    text = "Zoë Müller visited München. Later Zoë Müller returned to München with José."
+    schema = Schema.coerce({"person": "a named person", "city": "a named city"})
+    result = SAMNER(use_explorer=False)(text, schema)
+    assert_grounded(text, schema, result)
+    assert result.trace["anchor"].model == "openai/embedded"
+    returned = {(e.start, e.end) for e in result.entities}
+    for entity in result.entities:
+        index = text.find(entity.text)
+        while index != -1:
+            span = (index, index + len(entity.text))
+            covered = any(s < span[1] and span[0] < e and (s, e) != span for s, e in returned)
+            assert span in returned or covered, f"occurrence {span} of {entity.text!r} is missing"
+            index = text.find(entity.text, index + 1)
+
+
+def test_cli_annotates_writes_jsonl_and_resumes(embedded_server, tmp_path):
+    config_file = tmp_path / "samner.toml"
+    config_file.write_text(
+        f'[defaults]\napi_base = "{embedded_server.api_base}"\nmodel = "openai/embedded"\n'
+        'structured_output = "llama_cpp"\nmax_tokens = 128\n',
+        encoding="utf-8",
+    )
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Barack Obama visited Paris.\n\nAngela Merkel met Emmanuel Macron.\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    command = [
+        sys.executable, "-m", "samner_dspy.cli", "annotate", "--file", str(inputs), "--schema", "person,city",
+        "--config", str(config_file), "--output", str(output), "--no-explorer", "--calibration", "off", "--json",
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [r["index"] for r in records] == [0, 1]
+    assert [json.loads(line)["index"] for line in first.stdout.splitlines()] == [0, 1]
+    for record in records:
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+        assert [s["stage"] for s in record["trace"]["stages"]][0] == "anchor"
+
+    # An interrupted run resumes: drop the last record and run again; only the missing input is redone.
+    output.write_text(output.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    assert [json.loads(line)["index"] for line in second.stdout.splitlines()] == [1]
+    assert [json.loads(line)["index"] for line in output.read_text(encoding="utf-8").splitlines()] == [0, 1]
+
+
+def test_cli_bad_input_exits_with_a_clear_message(tmp_path):
+    command = [sys.executable, "-m", "samner_dspy.cli", "annotate", "some text", "--schema", "a,a"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "duplicate schema label 'a'" in done.stderr
+    with pytest.raises(SchemaError):
+        Schema.parse_arg("a,a")

@@ -1,0 +1,47 @@
+"""Imports point one way: cli -> evals -> programs -> signatures and core."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "signatures": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.cli"),
+    "programs": ("samner_dspy.evals", "samner_dspy.cli"),
+    "evals": ("samner_dspy.cli",),
+    "samner_dspy": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.signatures"),
+}
+# The package root re-exports SAMNER lazily, and the CLI sits on top of everything.
+EXEMPT = {"samner_dspy/__init__.py", "samner_dspy/cli.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_imports_point_one_way():
+    violations = []
+    for folder, forbidden in FORBIDDEN.items():
+        for path in sorted((REPO / folder).glob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative in EXEMPT:
+                continue
+            for module in imported_modules(path):
+                if module.startswith(forbidden):
+                    violations.append(f"{relative} imports {module}")
+    assert violations == []
+
+
+def test_card_folders_install_under_the_package_namespace():
+    import samner_dspy.evals
+    import samner_dspy.programs
+    import samner_dspy.signatures
+
+    assert Path(samner_dspy.signatures.__file__).parent.name == "signatures"
+    assert Path(samner_dspy.programs.__file__).parent.name == "programs"
+    assert Path(samner_dspy.evals.__file__).parent.name == "evals"

@@ -1,0 +1,161 @@
+"""The whole program on scripted stage replies: grounding, trace, ablations, bad input."""
+
+import pytest
+
+from samner_dspy import SAMNER, Entity, InputTextError, SchemaError
+from tests.helpers import stage_lms
+
+SCHEMA = {"person": "a named person", "city": "a named city", "organisation": "a named organisation"}
+
+
+def run(text, schema=SCHEMA, **options):
+    lms = options.pop("lms")
+    return SAMNER(lms=lms, **options)(text, schema)
+
+
+def test_entities_are_grounded_labelled_and_traced_on_non_ascii_text_with_repeats():
+    text = "Zoë Müller flew to 東京, then Zoë Müller left 東京 for São Paulo 🎉."
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Zoë Müller"], "city": ["東京", "Atlantis"]}}],
+        explorer=[{"entities": {"city": ["são paulo", "東京"], "person": ["flew"]}}],
+        archetype=[{"archetypes": {"Zoë Müller": "Person", "東京": "Location", "São Paulo": "Location"}}],
+        calibrator=[{"labels": {"Zoë Müller": "person", "東京": "city", "São Paulo": "City"}}],
+    )
+    result = run(text, lms=lms)
+    assert [(e.text, e.label, e.start, e.end) for e in result.entities] == [
+        ("Zoë Müller", "person", 0, 10),
+        ("東京", "city", 19, 21),
+        ("Zoë Müller", "person", 28, 38),
+        ("東京", "city", 44, 46),
+        ("São Paulo", "city", 51, 60),
+    ]
+    for entity in result.entities:
+        assert isinstance(entity, Entity)
+        assert text[entity.start : entity.end] == entity.text
+    assert result.entities[1].sources == ("anchor", "explorer")
+    assert result.entities[4].sources == ("explorer",) and result.entities[4].archetype == "Location"
+
+    trace = result.trace
+    assert [r.stage for r in trace.stages] == [
+        "anchor",
+        "explorer",
+        "consensus",
+        "grounding",
+        "archetype",
+        "calibrator",
+    ]
+    assert trace["anchor"].dropped[0].item == "Atlantis", "a hallucinated span is dropped and counted"
+    assert trace["consensus"].dropped[0].item == "flew"
+    assert trace.requests == 4
+    assert trace.dropped_counts() == {
+        "anchor: not found in the text as a whole word": 1,
+        "consensus: noise-prone explorer candidate without anchor corroboration": 1,
+    }
+    assert trace["anchor"].model == "dummy" and trace["consensus"].model is None
+
+
+def test_trace_round_trips_through_json():
+    from samner_dspy.tracing import Trace
+
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"]}}],
+        explorer=[{"entities": {"person": []}}],
+        archetype=[{"archetypes": {"Ada": "Person"}}],
+        calibrator=[{"labels": {"Ada": "person"}}],
+    )
+    trace = run("Ada codes.", lms=lms).trace
+    import json
+
+    assert Trace.from_dict(json.loads(trace.to_json())) == trace
+
+
+def test_without_calibration_entities_are_typed_directly_and_have_no_archetype():
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada Lovelace"]}}],
+        explorer=[{"entities": {}}],
+        calibrator=[{"labels": {"Ada Lovelace": "person"}}],
+    )
+    result = run("Ada Lovelace wrote.", lms=lms, calibration="off")
+    assert [(e.text, e.label, e.archetype) for e in result.entities] == [("Ada Lovelace", "person", None)]
+    assert "archetype" not in result.trace and "direct_typing" in result.trace
+    assert len(lms["archetype"].history) == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "silent"), [({"use_anchor": False}, "anchor"), ({"use_explorer": False}, "explorer")]
+)
+def test_extractor_ablations_skip_one_extractor(option, silent):
+    reply = [{"entities": {"person": ["Ada Lovelace"]}}]
+    lms = stage_lms(
+        anchor=reply,
+        explorer=reply,
+        archetype=[{"archetypes": {"Ada Lovelace": "Person"}}],
+        calibrator=[{"labels": {"Ada Lovelace": "person"}}],
+    )
+    result = run("Ada Lovelace wrote.", lms=lms, **option)
+    assert [e.text for e in result.entities] == ["Ada Lovelace"]
+    assert silent not in result.trace and len(lms[silent].history) == 0
+
+
+def test_ccr_off_keeps_noise_prone_explorer_candidates():
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"]}}],
+        explorer=[{"entities": {"organisation": ["data"]}}],
+        archetype=[{"archetypes": {"Ada": "Person", "data": "Misc"}}],
+        calibrator=[{"labels": {"Ada": "person", "data": "organisation"}}],
+    )
+    result = run("Ada loves data.", lms=lms, ccr="off")
+    assert [e.text for e in result.entities] == ["Ada", "data"]
+
+
+def test_a_failed_stage_is_recorded_and_the_pipeline_goes_on():
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"]}}],
+        explorer=["<<<garbage>>>"],
+        archetype=["not json at all"],
+        calibrator=[{"labels": {"Ada": "person"}}],
+    )
+    result = run("Ada codes.", lms=lms)
+    assert [(e.text, e.label, e.archetype) for e in result.entities] == [("Ada", "person", "Misc")]
+    assert result.trace["explorer"].raw_reply == "<<<garbage>>>"
+    assert result.trace["archetype"].raw_reply == "not json at all"
+    assert len(result.trace.errors) == 2
+
+
+def test_nothing_found_makes_no_typing_requests():
+    lms = stage_lms(anchor=[{"entities": {"person": []}}], explorer=[{"entities": {}}])
+    result = run("Nothing to see here.", lms=lms)
+    assert result.entities == []
+    assert result.trace.requests == 2
+    assert len(lms["calibrator"].history) == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [("", "empty"), ("  \n\t", "empty"), (None, "must be a string")])
+def test_bad_text_gets_a_clear_error(text, message):
+    with pytest.raises(InputTextError, match=message):
+        run(text, lms=stage_lms())
+
+
+def test_bad_schema_gets_a_clear_error():
+    with pytest.raises(SchemaError, match="duplicate"):
+        run("Ada codes.", schema=["person", "person"], lms=stage_lms())
+
+
+def test_predict_entities_gives_plain_dicts():
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"]}}],
+        explorer=[{"entities": {}}],
+        archetype=[{"archetypes": {"Ada": "Person"}}],
+        calibrator=[{"labels": {"Ada": "person"}}],
+    )
+    found = SAMNER(lms=lms).predict_entities("Ada codes.", ["person"])
+    assert found == [
+        {"text": "Ada", "label": "person", "start": 0, "end": 3, "archetype": "Person", "sources": ["anchor"]}
+    ]
+
+
+def test_invalid_options_are_refused():
+    with pytest.raises(ValueError, match="at least one extractor"):
+        SAMNER(lms=stage_lms(), use_anchor=False, use_explorer=False)
+    with pytest.raises(ValueError, match="unknown calibration"):
+        SAMNER(lms=stage_lms(), calibration="guess")

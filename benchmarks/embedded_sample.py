@@ -14,8 +14,9 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from samner_dspy import SAMNER, Schema
 from samner_dspy.evals.crossner import read_bio
+
+from samner_dspy import SAMNER, Schema
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 
@@ -64,6 +65,7 @@ def main() -> None:
                     "trace": result.trace.to_dict(),
                 }
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sink.flush()
     if sink:
         sink.close()
     n = max(totals["sentences"], 1)

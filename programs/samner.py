@@ -34,8 +34,13 @@ def check_text(text: object) -> str:
     return text
 
 
+def _support(candidate: Candidate) -> tuple[int, int]:
+    """Mentions both extractors found outrank the precision-oriented anchor's, which outrank the explorer's."""
+    return len(candidate.sources), int("anchor" in candidate.sources)
+
+
 def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tuple[Span, Candidate]], StageRecord]:
-    """Every occurrence of every candidate, with overlaps resolved in favour of the longer mention."""
+    """Every occurrence of every candidate; of overlapping ones the best supported, then the longest, stays."""
     record = StageRecord("grounding", inputs={"candidates": [c.surface for c in candidates]})
     owner: dict[Span, Candidate] = {}
     for candidate in candidates:
@@ -45,9 +50,9 @@ def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tupl
             continue
         for span in where.spans:
             owner.setdefault(span, candidate)
-    kept, discarded = resolve_overlaps(list(owner))
+    kept, discarded = resolve_overlaps(list(owner), priority=lambda span: _support(owner[span]))
     for span in discarded:
-        record.drop(f"{span.text} [{span.start}:{span.end}]", "overlaps a longer mention")
+        record.drop(f"{span.text} [{span.start}:{span.end}]", "overlaps a better-supported or longer mention")
     record.outputs = {"spans": [[s.start, s.end, s.text] for s in kept]}
     return [(span, owner[span]) for span in kept], record
 

@@ -103,7 +103,7 @@ def embedded(args: argparse.Namespace) -> int:
         print(f'[defaults]\napi_base = "{server.api_base}"\nmodel = "openai/embedded"\nstructured_output = "llama_cpp"')
         sys.stdout.flush()
         try:
-            server._process.wait() if server._process else None
+            server.wait()
         except KeyboardInterrupt:
             pass
     return 0

@@ -10,7 +10,6 @@ import atexit
 import hashlib
 import importlib.util
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -200,6 +199,11 @@ class EmbeddedServer:
                 process.kill()
                 process.wait()
 
+    def wait(self) -> None:
+        """Block until the server process ends (for ``samner embedded serve``)."""
+        if self._process is not None:
+            self._process.wait()
+
     def __enter__(self) -> EmbeddedServer:
         return self.start()
 
@@ -221,7 +225,3 @@ def shared_server(model: str | None = None) -> EmbeddedServer:
             _shared[name] = server
             atexit.register(server.stop)
         return server
-
-
-def llama_server_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and shutil.which(sys.executable) is not None

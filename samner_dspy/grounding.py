@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from samner_dspy.types import Span
@@ -81,14 +82,20 @@ def locate(text: str, candidate: object) -> Located | Unlocated:
     return Unlocated(candidate, "not found in the text as a whole word")
 
 
-def resolve_overlaps(spans: list[Span]) -> tuple[list[Span], list[Span]]:
-    """Keep the longest of overlapping spans (CrossNER-style flat NER); return (kept, discarded).
+def resolve_overlaps(
+    spans: list[Span], priority: Callable[[Span], tuple[int, ...]] | None = None
+) -> tuple[list[Span], list[Span]]:
+    """Keep the strongest of overlapping spans (flat NER, as in CrossNER); return (kept, discarded).
 
-    Ties go to the earlier span. The kept list is in text order.
+    Strength is ``priority`` (higher wins), then length, then the earlier start. The kept list is in text order.
     """
+
+    def strength(span: Span) -> tuple[int, ...]:
+        return (*(priority(span) if priority else ()), span.end - span.start, -span.start)
+
     kept: list[Span] = []
     discarded: list[Span] = []
-    for span in sorted(set(spans), key=lambda s: (-(s.end - s.start), s.start)):
+    for span in sorted(set(spans), key=strength, reverse=True):
         if any(span.start < other.end and other.start < span.end for other in kept):
             discarded.append(span)
         else:

@@ -10,7 +10,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # dspy's disk cache ignores api_base: tests never share one with the user or with each other's runs.
 os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="samner-test-dspy-cache-")
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CROSSNER = REPO.parent / "shared" / "data" / "crossner"

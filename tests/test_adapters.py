@@ -2,9 +2,9 @@ import json
 
 import pytest
 from dspy.utils.exceptions import AdapterParseError
+from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
 
 from samner_dspy.adapters import IEPILE_NER_INSTRUCTION, IEPileAdapter, SamnerAdapter, training_messages
-from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
 
 
 def test_anchor_prompt_is_iepile_instruction_json():
@@ -54,7 +54,7 @@ def test_training_messages_are_the_inference_prompt_plus_the_answer(adapter):
 
 def test_samner_adapter_keeps_the_stage_response_format():
     class FakeLM:
-        supported_params = {"response_format"}
+        supported_params = frozenset({"response_format"})
         supports_response_schema = True
 
     lm_kwargs = {"response_format": {"type": "json_object", "schema": {"type": "object"}}}

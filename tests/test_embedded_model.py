@@ -11,6 +11,8 @@ import sys
 from itertools import islice
 
 import pytest
+from samner_dspy.evals.crossner import read_bio
+from samner_dspy.programs import DirectTyper, SpanVerifier
 
 from samner_dspy import SAMNER, Schema, SchemaError
 from samner_dspy.archetypes import archetype_names
@@ -18,8 +20,6 @@ from samner_dspy.backends import build_backends
 from samner_dspy.config import SamnerConfig
 from samner_dspy.embedded import MODELS, EmbeddedModel, model_path
 from samner_dspy.errors import EmbeddedModelError
-from samner_dspy.evals.crossner import read_bio
-from samner_dspy.programs import DirectTyper, SpanVerifier
 from samner_dspy.tracing import StageRecord
 
 pytestmark = pytest.mark.model
@@ -143,7 +143,7 @@ def test_cli_annotates_writes_jsonl_and_resumes(embedded_server, tmp_path):
     for record in records:
         for entity in record["entities"]:
             assert record["text"][entity["start"] : entity["end"]] == entity["text"]
-        assert [s["stage"] for s in record["trace"]["stages"]][0] == "anchor"
+        assert record["trace"]["stages"][0]["stage"] == "anchor"
 
     # An interrupted run resumes: drop the last record and run again; only the missing input is redone.
     output.write_text(output.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,4 +84,10 @@ def test_every_located_span_is_the_texts_own_substring(text, offset, length, low
             assert 0 <= span.start < span.end <= len(text)
             assert text[span.start : span.end] == span.text
         kept, _ = resolve_overlaps(list(result.spans))
-        assert all(a.end <= b.start for a, b in zip(kept, kept[1:], strict=False))
+        assert all(a.end <= b.start for a, b in pairwise(kept))
+
+
+def test_overlaps_can_favour_better_supported_spans():
+    support = {Span(0, 40, "The missionary in Sweden and the Nordic"): 1, Span(18, 24, "Sweden"): 2}
+    kept, discarded = resolve_overlaps(list(support), priority=lambda span: (support[span],))
+    assert kept == [Span(18, 24, "Sweden")] and len(discarded) == 1

@@ -159,3 +159,16 @@ def test_invalid_options_are_refused():
         SAMNER(lms=stage_lms(), use_anchor=False, use_explorer=False)
     with pytest.raises(ValueError, match="unknown calibration"):
         SAMNER(lms=stage_lms(), calibration="guess")
+
+
+def test_an_anchor_mention_outranks_an_overlapping_explorer_only_phrase():
+    text = "The missionary in Sweden was declared a saint."
+    lms = stage_lms(
+        anchor=[{"entities": {"country": ["Sweden"]}}],
+        explorer=[{"entities": {"person": ["The missionary in Sweden"]}}],
+        archetype=[{"archetypes": {"Sweden": "Location"}}],
+        calibrator=[{"labels": {"Sweden": "country"}}],
+    )
+    result = run(text, schema=["country", "person"], lms=lms)
+    assert [(e.text, e.label) for e in result.entities] == [("Sweden", "country")]
+    assert result.trace["grounding"].dropped[0].item == "The missionary in Sweden [0:24]"

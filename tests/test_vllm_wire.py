@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
-from samner_dspy import SAMNER, SamnerConfig
+from samner_dspy import SAMNER
 
 
 def first_valid(schema: dict, text: str):
@@ -26,7 +27,7 @@ def first_valid(schema: dict, text: str):
 
 
 class Recorder(BaseHTTPRequestHandler):
-    requests: list[dict] = []
+    requests: ClassVar[list[dict]] = []
 
     def log_message(self, *args):
         pass

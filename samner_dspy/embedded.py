@@ -160,6 +160,7 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(os.cpu_count() or 2),
+            "--cache", "True",
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 180.0) -> EmbeddedServer:

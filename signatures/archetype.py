@@ -10,4 +10,6 @@ class ClassifyArchetype(dspy.Signature):
     archetype_definitions: dict[str, str] = dspy.InputField(desc="the allowed archetypes with their definitions")
     tagged_text: str = dspy.InputField(desc="the text with every entity marked as <ENT>entity</ENT>")
     entities: list[str] = dspy.InputField(desc="the marked entities, in order of first appearance")
-    archetypes: dict[str, str] = dspy.OutputField(desc="for every entity, its archetype")
+    archetypes: dict[str, str] = dspy.OutputField(
+        desc="for every entity, the name of its archetype: one key of archetype_definitions, such as Person or Location"
+    )

@@ -14,9 +14,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from samner_dspy.evals.crossner import read_bio
-
 from samner_dspy import SAMNER, Schema
+from samner_dspy.evals.crossner import read_bio
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dspy
-from samner_dspy.programs.base import LMStage, answer_for
-from samner_dspy.signatures import ClassifyArchetype
 
 from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, archetype_names, match_archetype
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import choice_per_key
+from samner_dspy.programs.base import LMStage, answer_for
+from samner_dspy.signatures import ClassifyArchetype
 from samner_dspy.tagging import tag_entities
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 import dspy
-from samner_dspy.programs.base import LMStage
-from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
-from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
 
 from samner_dspy.archetypes import archetype_definitions
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import choice_per_key, one_of
+from samner_dspy.programs.base import LMStage
+from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
+from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
 from samner_dspy.tracing import StageRecord
 
 CalibrationMode = Literal["sentence", "entity"]

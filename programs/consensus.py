@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import dspy
-from samner_dspy.programs.verifier import SpanVerifier
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.grounding import mention_key
+from samner_dspy.programs.verifier import SpanVerifier
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Candidate

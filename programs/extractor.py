@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dspy
-from samner_dspy.programs.base import LMStage
-from samner_dspy.signatures import ExtractSpans
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import string_lists
 from samner_dspy.grounding import Located, locate
+from samner_dspy.programs.base import LMStage
 from samner_dspy.schema import Schema
+from samner_dspy.signatures import ExtractSpans
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Candidate
 

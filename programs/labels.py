@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from samner_dspy.programs.base import answer_for
-
 from samner_dspy.grounding import mention_key
+from samner_dspy.programs.base import answer_for
 from samner_dspy.schema import NO_LABEL, Schema
 from samner_dspy.tracing import StageRecord
 

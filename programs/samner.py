@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from samner_dspy.programs.archetype import ArchetypeClassifier
-from samner_dspy.programs.calibrator import CalibrationMode, DirectTyper, TypeCalibrator
-from samner_dspy.programs.consensus import ConsensusMode, ConsensusRefiner, NoiseRule
-from samner_dspy.programs.extractor import SpanExtractor
 
 from samner_dspy.adapters import IEPileAdapter
 from samner_dspy.backends import StageBackend, build_backends
 from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
 from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.programs.archetype import ArchetypeClassifier
+from samner_dspy.programs.calibrator import CalibrationMode, DirectTyper, TypeCalibrator
+from samner_dspy.programs.consensus import ConsensusMode, ConsensusRefiner, NoiseRule
+from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Candidate, Entity, Span

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dspy
-from samner_dspy.programs.base import LMStage
-from samner_dspy.signatures import VerifySpan
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import subset_of
+from samner_dspy.programs.base import LMStage
 from samner_dspy.schema import Schema
+from samner_dspy.signatures import VerifySpan
 from samner_dspy.tracing import StageRecord
 
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 from dspy.utils.exceptions import AdapterParseError
-from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
 
 from samner_dspy.adapters import IEPILE_NER_INSTRUCTION, IEPileAdapter, SamnerAdapter, training_messages
+from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
 
 
 def test_anchor_prompt_is_iepile_instruction_json():

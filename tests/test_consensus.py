@@ -1,7 +1,7 @@
 import pytest
-from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 
 from samner_dspy.backends import StageBackend
+from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.schema import Schema
 from samner_dspy.types import Candidate
 from tests.helpers import ScriptedLM

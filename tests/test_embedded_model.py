@@ -11,8 +11,6 @@ import sys
 from itertools import islice
 
 import pytest
-from samner_dspy.evals.crossner import read_bio
-from samner_dspy.programs import DirectTyper, SpanVerifier
 
 from samner_dspy import SAMNER, Schema, SchemaError
 from samner_dspy.archetypes import archetype_names
@@ -20,6 +18,8 @@ from samner_dspy.backends import build_backends
 from samner_dspy.config import SamnerConfig
 from samner_dspy.embedded import MODELS, EmbeddedModel, model_path
 from samner_dspy.errors import EmbeddedModelError
+from samner_dspy.evals.crossner import read_bio
+from samner_dspy.programs import DirectTyper, SpanVerifier
 from samner_dspy.tracing import StageRecord
 
 pytestmark = pytest.mark.model

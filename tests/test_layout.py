@@ -45,3 +45,9 @@ def test_card_folders_install_under_the_package_namespace():
     assert Path(samner_dspy.signatures.__file__).parent.name == "signatures"
     assert Path(samner_dspy.programs.__file__).parent.name == "programs"
     assert Path(samner_dspy.evals.__file__).parent.name == "evals"
+
+
+def test_only_the_package_name_lands_at_the_top_level_of_site_packages():
+    from importlib.metadata import distribution
+
+    assert distribution("samner-dspy").read_text("top_level.txt").split() == ["samner_dspy"]

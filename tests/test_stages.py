@@ -1,8 +1,7 @@
 """Each LM stage on its own, with scripted replies: constraints sent, answers repaired or dropped, failures kept."""
 
-from samner_dspy.programs import ArchetypeClassifier, DirectTyper, SpanExtractor, TypeCalibrator
-
 from samner_dspy.backends import StageBackend
+from samner_dspy.programs import ArchetypeClassifier, DirectTyper, SpanExtractor, TypeCalibrator
 from samner_dspy.schema import Schema
 from samner_dspy.types import Span
 from tests.helpers import ScriptedLM

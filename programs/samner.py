@@ -2,62 +2,24 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import dspy
 
 from samner_dspy.adapters import IEPileAdapter
-from samner_dspy.backends import StageBackend, build_backends
-from samner_dspy.config import SamnerConfig, resolve_config
-from samner_dspy.errors import InputTextError
-from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.backends import StageBackend
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import CalibrationMode, DirectTyper, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusMode, ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
+from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
 from samner_dspy.schema import Schema
-from samner_dspy.tracing import StageRecord, Trace
-from samner_dspy.types import Candidate, Entity, Span
-
-SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
+from samner_dspy.tracing import Trace
+from samner_dspy.types import Entity
 
 
-def check_text(text: object) -> str:
-    if not isinstance(text, str):
-        raise InputTextError(f"the text to annotate must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InputTextError("the text to annotate is empty or only whitespace")
-    return text
-
-
-def _support(candidate: Candidate) -> tuple[int, int]:
-    """Mentions both extractors found outrank the precision-oriented anchor's, which outrank the explorer's."""
-    return len(candidate.sources), int("anchor" in candidate.sources)
-
-
-def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tuple[Span, Candidate]], StageRecord]:
-    """Every occurrence of every candidate; of overlapping ones the best supported, then the longest, stays."""
-    record = StageRecord("grounding", inputs={"candidates": [c.surface for c in candidates]})
-    owner: dict[Span, Candidate] = {}
-    for candidate in candidates:
-        where = locate(text, candidate.surface)
-        if not isinstance(where, Located):
-            record.drop(candidate.surface, where.reason)
-            continue
-        for span in where.spans:
-            owner.setdefault(span, candidate)
-    kept, discarded = resolve_overlaps(list(owner), priority=lambda span: _support(owner[span]))
-    for span in discarded:
-        record.drop(f"{span.text} [{span.start}:{span.end}]", "overlaps a better-supported or longer mention")
-    record.outputs = {"spans": [[s.start, s.end, s.text] for s in kept]}
-    return [(span, owner[span]) for span in kept], record
-
-
-class SAMNER(dspy.Module):
+class SAMNER(ConfiguredProgram):
     """Zero-shot NER by semantic archetype mediation.
 
     ``SAMNER()(text, schema)`` returns a ``dspy.Prediction`` with ``entities`` (grounded
@@ -77,7 +39,7 @@ class SAMNER(dspy.Module):
 
     def __init__(
         self,
-        config: SamnerConfig | str | Path | Mapping[str, Any] | None = None,
+        config: ConfigLike = None,
         *,
         lms: Mapping[str, dspy.BaseLM] | None = None,
         ccr: ConsensusMode = "rule",
@@ -88,13 +50,11 @@ class SAMNER(dspy.Module):
         allow_no_label: bool = False,
         max_types_per_request: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(config, lms)
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
         if calibration not in ("sentence", "entity", "off"):
             raise ValueError(f"unknown calibration {calibration!r}; choose 'sentence', 'entity' or 'off'")
-        self.config = resolve_config(config)
-        self.lms = dict(lms or {})
         self.use_anchor = use_anchor
         self.use_explorer = use_explorer
         self.calibration = calibration
@@ -104,15 +64,6 @@ class SAMNER(dspy.Module):
         self.archetype = ArchetypeClassifier()
         self.calibrator = TypeCalibrator("entity" if calibration == "entity" else "sentence", allow_no_label)
         self.direct = DirectTyper(allow_no_label)
-        self._backends: dict[str, StageBackend] | None = None
-        self._backends_lock = threading.Lock()
-
-    def backends(self) -> dict[str, StageBackend]:
-        """Built on first use, so constructing a program never starts a server or opens a connection."""
-        with self._backends_lock:
-            if self._backends is None:
-                self._backends = build_backends(self.config, self.lms)
-            return self._backends
 
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
         jobs = {}
@@ -176,7 +127,3 @@ class SAMNER(dspy.Module):
             if span.text in labels
         ]
         return dspy.Prediction(entities=entities, trace=trace)
-
-    def predict_entities(self, text: str, labels: SchemaLike) -> list[dict[str, Any]]:
-        """GLiNER-style convenience: plain dicts with ``text``, ``label``, ``start``, ``end`` and more."""
-        return [entity.to_dict() for entity in self(text, labels).entities]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,71 @@ def annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from samner_dspy.config import CachePolicy, resolve_config
+    from samner_dspy.evals import report
+    from samner_dspy.evals.crossner import load_crossner
+    from samner_dspy.evals.runner import CONFIGURATIONS, TITLES, Item, build_program, done_keys, read_results, run
+
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    if args.ablations:
+        names += ["samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration"]
+    if args.direct:
+        names.append("direct")
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in CONFIGURATIONS]
+    if unknown:
+        raise SamnerError(f"unknown configurations {unknown}; choose from {', '.join(CONFIGURATIONS)}")
+    output = Path(args.output_dir)
+    config = resolve_config(args.config)
+    if not args.no_cache:
+        # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
+        config = replace(config, cache=CachePolicy(True, str(output / "cache"), args.cache_revision))
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
+    items_by_domain = {
+        domain: [Item(domain, i, s) for i, s in enumerate(load_crossner(domain, args.split, args.data)[: args.limit])]
+        for domain in domains
+    }
+    items = [item for domain in domains for item in items_by_domain[domain]]
+    programs = {name: build_program(name, config) for name in names}
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {}
+        for name in names:
+            already = len({item.key for item in items} & done_keys(output / f"{name}.jsonl"))
+            tasks[name] = progress.add_task(TITLES[name], total=len(items), completed=already)
+        # Domain by domain, every configuration: an early stop leaves whole domains comparable across rows.
+        for domain in domains:
+            for name in names:
+                run(
+                    programs[name],
+                    items_by_domain[domain],
+                    schemas,
+                    output / f"{name}.jsonl",
+                    args.threads,
+                    lambda t=tasks[name]: progress.advance(t),
+                )
+    finished = [{r["key"]: r for r in read_results(output / f"{name}.jsonl")} for name in names]
+    # Rows compare like with like: only sentences every configuration has finished are scored.
+    common = {item.key for item in items}.intersection(*finished)
+    results = {
+        name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
+    }
+    summary = report.summarize(results)
+    command = "samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, zero-shot"
+    md_path, json_path = report.write(summary, output, heading, command)
+    console.print(report.rich_table(summary))
+    console.print(f"report: {md_path} and {json_path}; predictions with traces: {output}/<configuration>.jsonl")
+    return 0
+
+
 def embedded(args: argparse.Namespace) -> int:
     from samner_dspy.embedded import EmbeddedServer, model_path
 
@@ -128,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
     run.add_argument("--no-trace", action="store_true", help="do not print the stage trace table")
     run.set_defaults(handler=annotate)
+
+    ev = commands.add_parser("eval", help="evaluate on CrossNER; resumable; writes a Table 1 style report")
+    ev.add_argument("--data", help="a CrossNER folder (<domain>/<split>.txt); default: the Hugging Face dataset")
+    ev.add_argument("--domains", default="ai,literature,music,politics,science")
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    ev.add_argument("--limit", type=int, default=50, help="first N sentences of each domain")
+    ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
+    ev.add_argument("--configs", default="samner", help="comma-separated: samner, no-anchor, no-explorer, ...")
+    ev.add_argument("--ablations", action="store_true", help="also run the four ablations")
+    ev.add_argument("--direct", action="store_true", help="also run the direct prompting baseline")
+    ev.add_argument("--output-dir", default="evals/results/latest")
+    ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
+    ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
+    ev.set_defaults(handler=evaluate)
 
     local = commands.add_parser("embedded", help="the embedded model: its file, or an OpenAI-compatible server")
     local.add_argument("action", choices=("serve", "path"))

@@ -2,7 +2,16 @@
 
 from samner_dspy.signatures.archetype import ClassifyArchetype
 from samner_dspy.signatures.calibrate import CalibrateEntity, CalibrateType, TypeEntities
+from samner_dspy.signatures.direct import ExtractTypedEntities
 from samner_dspy.signatures.extract import ExtractSpans
 from samner_dspy.signatures.verify import VerifySpan
 
-__all__ = ["CalibrateEntity", "CalibrateType", "ClassifyArchetype", "ExtractSpans", "TypeEntities", "VerifySpan"]
+__all__ = [
+    "CalibrateEntity",
+    "CalibrateType",
+    "ClassifyArchetype",
+    "ExtractSpans",
+    "ExtractTypedEntities",
+    "TypeEntities",
+    "VerifySpan",
+]

@@ -172,3 +172,20 @@ def test_an_anchor_mention_outranks_an_overlapping_explorer_only_phrase():
     result = run(text, schema=["country", "person"], lms=lms)
     assert [(e.text, e.label) for e in result.entities] == [("Sweden", "country")]
     assert result.trace["grounding"].dropped[0].item == "The missionary in Sweden [0:24]"
+
+
+def test_direct_baseline_extracts_and_types_in_one_request():
+    from samner_dspy.programs import DirectNER
+
+    lms = stage_lms(
+        calibrator=[{"entities": {"Person": ["Ada Lovelace", "Charles Babbage"], "city": ["London", "Atlantis"]}}]
+    )
+    result = DirectNER(lms=lms)("Ada Lovelace met Charles Babbage in London.", SCHEMA)
+    assert [(e.text, e.label, e.start, e.sources) for e in result.entities] == [
+        ("Ada Lovelace", "person", 0, ("direct",)),
+        ("Charles Babbage", "person", 17, ("direct",)),
+        ("London", "city", 36, ("direct",)),
+    ]
+    assert [r.stage for r in result.trace.stages] == ["direct", "grounding"]
+    assert result.trace.requests == 1
+    assert [d.item for d in result.trace["direct"].dropped] == ["Atlantis"]

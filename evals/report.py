@@ -1,0 +1,100 @@
+"""The report of an evaluation: the paper's Table 1 layout per configuration, plus where points are lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from samner_dspy.evals.metric import Scores, archetype_consistency, macro_average, per_label, score, span_score
+from samner_dspy.evals.runner import TITLES
+
+DOMAIN_TITLES = {"ai": "AI", "literature": "Literature", "music": "Music", "politics": "Politics", "science": "Science"}
+
+
+def _mentions(records: list[dict[str, Any]]) -> tuple[list[list[tuple]], list[list[tuple]], list[list[tuple]]]:
+    gold = [[tuple(g) for g in r["gold"]] for r in records]
+    predicted = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records]
+    with_archetypes = [[(e["start"], e["end"], e["label"], e.get("archetype")) for e in r["entities"]] for r in records]
+    return gold, predicted, with_archetypes
+
+
+def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Scores of every configuration: strict and span-only, per domain, per label, and archetype purity."""
+    summary: dict[str, Any] = {}
+    for name, records in results.items():
+        domains = sorted({r["domain"] for r in records}, key=list(DOMAIN_TITLES).index)
+        strict: dict[str, Scores] = {}
+        spans: dict[str, Scores] = {}
+        labels: dict[str, dict[str, Any]] = {}
+        purity: dict[str, Any] = {}
+        for domain in domains:
+            gold, predicted, with_archetypes = _mentions([r for r in records if r["domain"] == domain])
+            strict[domain] = score(gold, predicted)
+            spans[domain] = span_score(gold, predicted)
+            labels[domain] = {label: s.to_dict() for label, s in sorted(per_label(gold, predicted).items())}
+            purity[domain] = archetype_consistency(gold, with_archetypes)
+        requests = [sum(s["requests"] for s in r["trace"]["stages"]) for r in records]
+        summary[name] = {
+            "title": TITLES.get(name, name),
+            "sentences": {d: sum(1 for r in records if r["domain"] == d) for d in domains},
+            "strict": {d: s.to_dict() for d, s in strict.items()},
+            "strict_avg_f1": macro_average(strict),
+            "span": {d: s.to_dict() for d, s in spans.items()},
+            "span_avg_f1": macro_average(spans),
+            "per_label": labels,
+            "archetype_consistency": purity,
+            "requests_per_sentence": sum(requests) / max(len(requests), 1),
+        }
+    return summary
+
+
+def _f1_row(entry: dict[str, Any], key: str, domains: list[str]) -> list[str]:
+    cells = [f"{100 * entry[key][d]['f1']:.1f}" if d in entry[key] else "-" for d in domains]
+    return [*cells, f"{100 * entry[f'{key}_avg_f1']:.1f}"]
+
+
+def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
+    domains = [d for d in DOMAIN_TITLES if any(d in e["strict"] for e in summary.values())]
+    header = "| Method | " + " | ".join(DOMAIN_TITLES[d] for d in domains) + " | Avg. |"
+    rule = "|---" * (len(domains) + 2) + "|"
+    lines = [f"# {heading}", "", f"Command: `{command}`", "", "## Strict micro-F1 (span and label must match)", ""]
+    lines += [header, rule]
+    lines += [f"| {e['title']} | " + " | ".join(_f1_row(e, "strict", domains)) + " |" for e in summary.values()]
+    lines += ["", "## Discovery: span F1 ignoring labels", "", header, rule]
+    lines += [f"| {e['title']} | " + " | ".join(_f1_row(e, "span", domains)) + " |" for e in summary.values()]
+    lines += ["", "## Archetype consistency with gold labels (purity of matched spans)", "", header, rule]
+    for entry in summary.values():
+        if not any(c["matched"] for c in entry["archetype_consistency"].values()):
+            continue
+        cells = [
+            f"{100 * entry['archetype_consistency'][d]['purity']:.1f}" if d in entry["archetype_consistency"] else "-"
+            for d in domains
+        ]
+        lines.append(f"| {entry['title']} | " + " | ".join(cells) + " | |")
+    lines += ["", "## Sentences and requests", ""]
+    for entry in summary.values():
+        counts = ", ".join(f"{d}: {n}" for d, n in entry["sentences"].items())
+        lines.append(f"- {entry['title']}: {counts}; {entry['requests_per_sentence']:.2f} LLM requests per sentence")
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(summary: dict[str, Any]) -> Table:
+    domains = [d for d in DOMAIN_TITLES if any(d in e["strict"] for e in summary.values())]
+    table = Table(title="Strict micro-F1 (x100)")
+    for column in ["Method", *(DOMAIN_TITLES[d] for d in domains), "Avg.", "span Avg."]:
+        table.add_column(column)
+    for entry in summary.values():
+        table.add_row(entry["title"], *_f1_row(entry, "strict", domains), f"{100 * entry['span_avg_f1']:.1f}")
+    return table
+
+
+def write(summary: dict[str, Any], directory: Path, heading: str, command: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    md_path = directory / "report.md"
+    json_path = directory / "report.json"
+    md_path.write_text(markdown(summary, heading, command), encoding="utf-8")
+    json_path.write_text(json.dumps({"command": command, "results": summary}, indent=2), encoding="utf-8")
+    return md_path, json_path

@@ -1,0 +1,132 @@
+"""Running programs over evaluation sentences: parallel, streamed to JSON Lines, resumable."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspy.utils.parallelizer import ParallelExecutor
+
+from samner_dspy.evals.crossner import Sentence
+from samner_dspy.programs import SAMNER, DirectNER
+from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
+from samner_dspy.schema import Schema
+
+# The paper's rows: SAM-NER, its four ablations (tables 2 and 3), and plain prompting on the same model.
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "samner": {},
+    "no-anchor": {"use_anchor": False},
+    "no-explorer": {"use_explorer": False},
+    "no-ccr": {"ccr": "off"},
+    "no-calibration": {"calibration": "off"},
+    "direct": {},
+}
+TITLES = {
+    "samner": "SAM-NER",
+    "no-anchor": "w/o anchor",
+    "no-explorer": "w/o explorer",
+    "no-ccr": "w/o CCR",
+    "no-calibration": "w/o calibration",
+    "direct": "Direct prompting",
+}
+
+
+def build_program(name: str, config: ConfigLike) -> ConfiguredProgram:
+    if name not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
+    if name == "direct":
+        return DirectNER(config)
+    return SAMNER(config, **CONFIGURATIONS[name])
+
+
+@dataclass(frozen=True)
+class Item:
+    domain: str
+    index: int
+    sentence: Sentence
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}:{self.index}"
+
+
+def done_keys(path: Path) -> set[str]:
+    """Keys already written; a torn last line (a killed run) is ignored and its sentence redone."""
+    if not path.is_file():
+        return set()
+    keys = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            keys.add(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return keys
+
+
+def _record(item: Item, result: Any) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "domain": item.domain,
+        "index": item.index,
+        "text": item.sentence.text,
+        "tokens": list(item.sentence.tokens),
+        "gold": [[e.start, e.end, e.label] for e in item.sentence.entities],
+        "entities": [e.to_dict() for e in result.entities],
+        "trace": result.trace.to_dict(),
+    }
+
+
+def run(
+    program: ConfiguredProgram,
+    items: Iterable[Item],
+    schemas: dict[str, Schema],
+    output: Path,
+    threads: int = 2,
+    on_done: Callable[[], None] | None = None,
+) -> int:
+    """Annotate every item not yet in ``output``, appending one flushed line per sentence; returns how many ran.
+
+    A sentence is written only once it is complete, so a killed run loses at most the sentences in flight
+    and a rerun does exactly those again.
+    """
+    written = done_keys(output)
+    todo = [item for item in items if item.key not in written]
+    if not todo:
+        return 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+    with output.open("a", encoding="utf-8") as sink:
+        if sink.tell() and not output.read_bytes().endswith(b"\n"):
+            sink.write("\n")  # seal a line torn by a kill so the next record starts clean
+
+        def annotate(item: Item) -> None:
+            result = program(item.sentence.text, schemas[item.domain])
+            line = json.dumps(_record(item, result), ensure_ascii=False)
+            with lock:
+                if item.key in written:  # a straggler re-run finished twice
+                    return
+                sink.write(line + "\n")
+                sink.flush()
+                written.add(item.key)
+            if on_done:
+                on_done()
+
+        ParallelExecutor(num_threads=threads, max_errors=1, disable_progress_bar=True, timeout=24 * 3600).execute(
+            annotate, todo
+        )
+    return len(todo)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    records = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records[record["key"]] = record
+    return sorted(records.values(), key=lambda r: (r["domain"], r["index"]))

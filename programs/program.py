@@ -1,0 +1,74 @@
+"""What every whole program shares: configuration, lazily built backends, input checks and grounding."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from samner_dspy.backends import StageBackend, build_backends
+from samner_dspy.config import SamnerConfig, resolve_config
+from samner_dspy.errors import InputTextError
+from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.schema import Schema
+from samner_dspy.tracing import StageRecord
+from samner_dspy.types import Candidate, Span
+
+SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
+ConfigLike = SamnerConfig | str | Path | Mapping[str, Any] | None
+
+
+def check_text(text: object) -> str:
+    if not isinstance(text, str):
+        raise InputTextError(f"the text to annotate must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputTextError("the text to annotate is empty or only whitespace")
+    return text
+
+
+def _support(candidate: Candidate) -> tuple[int, int]:
+    """Mentions both extractors found outrank the precision-oriented anchor's, which outrank the explorer's."""
+    return len(candidate.sources), int("anchor" in candidate.sources)
+
+
+def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tuple[Span, Candidate]], StageRecord]:
+    """Every occurrence of every candidate; of overlapping ones the best supported, then the longest, stays."""
+    record = StageRecord("grounding", inputs={"candidates": [c.surface for c in candidates]})
+    owner: dict[Span, Candidate] = {}
+    for candidate in candidates:
+        where = locate(text, candidate.surface)
+        if not isinstance(where, Located):
+            record.drop(candidate.surface, where.reason)
+            continue
+        for span in where.spans:
+            owner.setdefault(span, candidate)
+    kept, discarded = resolve_overlaps(list(owner), priority=lambda span: _support(owner[span]))
+    for span in discarded:
+        record.drop(f"{span.text} [{span.start}:{span.end}]", "overlaps a better-supported or longer mention")
+    record.outputs = {"spans": [[s.start, s.end, s.text] for s in kept]}
+    return [(span, owner[span]) for span in kept], record
+
+
+class ConfiguredProgram(dspy.Module):
+    """A program whose stages reach their LMs through one configuration (see :mod:`samner_dspy.config`)."""
+
+    def __init__(self, config: ConfigLike = None, lms: Mapping[str, dspy.BaseLM] | None = None) -> None:
+        super().__init__()
+        self.config = resolve_config(config)
+        self.lms = dict(lms or {})
+        self._backends: dict[str, StageBackend] | None = None
+        self._backends_lock = threading.Lock()
+
+    def backends(self) -> dict[str, StageBackend]:
+        """Built on first use, so constructing a program never starts a server or opens a connection."""
+        with self._backends_lock:
+            if self._backends is None:
+                self._backends = build_backends(self.config, self.lms)
+            return self._backends
+
+    def predict_entities(self, text: str, labels: SchemaLike) -> list[dict[str, Any]]:
+        """GLiNER-style convenience: plain dicts with ``text``, ``label``, ``start``, ``end`` and more."""
+        return [entity.to_dict() for entity in self(text, labels).entities]

@@ -1,0 +1,54 @@
+"""The evaluation runner and report on scripted replies: streaming, resume after a torn write, the table."""
+
+from collections import defaultdict
+from itertools import islice
+
+from samner_dspy.evals import report
+from samner_dspy.evals.crossner import read_bio
+from samner_dspy.evals.runner import Item, done_keys, read_results, run
+from samner_dspy.programs import DirectNER
+from samner_dspy.schema import Schema
+from tests.helpers import stage_lms
+
+
+def oracle_reply(sentence, wrong_label=False):
+    """What a perfect direct model would answer for a sentence (optionally with every label swapped)."""
+    by_label = defaultdict(list)
+    for entity in sentence.entities:
+        wrong = "song" if entity.label != "song" else "album"
+        by_label[wrong if wrong_label else entity.label].append(entity.text)
+    return {"entities": dict(by_label)}
+
+
+def test_runner_streams_resumes_and_the_report_scores_it(crossner_dir, tmp_path):
+    sentences = list(islice(read_bio(crossner_dir / "music" / "test.txt"), 3))
+    items = [Item("music", i, s) for i, s in enumerate(sentences)]
+    schemas = {"music": Schema.from_name("crossner:music")}
+    output = tmp_path / "direct.jsonl"
+
+    first = DirectNER(lms=stage_lms(calibrator=[oracle_reply(s) for s in sentences[:2]]))
+    assert run(first, items[:2], schemas, output, threads=1) == 2
+    assert done_keys(output) == {"music:0", "music:1"}
+
+    with output.open("a", encoding="utf-8") as handle:
+        handle.write('{"key": "music:2", "domain": "mu')  # a run killed in the middle of a write
+    second = DirectNER(lms=stage_lms(calibrator=[oracle_reply(sentences[2], wrong_label=True)]))
+    assert run(second, items, schemas, output, threads=1) == 1, "only the unfinished sentence is redone"
+    assert run(second, items, schemas, output, threads=1) == 0
+
+    records = read_results(output)
+    assert [r["key"] for r in records] == ["music:0", "music:1", "music:2"]
+    for record, sentence in zip(records, sentences, strict=True):
+        assert record["gold"] == [[e.start, e.end, e.label] for e in sentence.entities]
+
+    summary = report.summarize({"direct": records})["direct"]
+    gold_total = sum(len(s.entities) for s in sentences)
+    strict = summary["strict"]["music"]
+    assert strict["tp"] == len(sentences[0].entities) + len(sentences[1].entities)
+    assert strict["fn"] == len(sentences[2].entities) == strict["fp"] > 0
+    assert summary["span"]["music"]["tp"] == gold_total, "every span was found; only labels were wrong"
+    assert summary["requests_per_sentence"] == 1.0
+
+    markdown = report.markdown(report.summarize({"direct": records}), "test", "samner eval ...")
+    assert "| Method | Music | Avg. |" in markdown
+    assert f"| Direct prompting | {100 * strict['f1']:.1f} | {100 * strict['f1']:.1f} |" in markdown

@@ -18,6 +18,7 @@ from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Candidate, Span
 
 SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
+_BACKENDS_LOCK = threading.Lock()  # module-level: programs are deep-copied by optimizers, locks cannot be
 ConfigLike = SamnerConfig | str | Path | Mapping[str, Any] | None
 
 
@@ -60,11 +61,10 @@ class ConfiguredProgram(dspy.Module):
         self.config = resolve_config(config)
         self.lms = dict(lms or {})
         self._backends: dict[str, StageBackend] | None = None
-        self._backends_lock = threading.Lock()
 
     def backends(self) -> dict[str, StageBackend]:
         """Built on first use, so constructing a program never starts a server or opens a connection."""
-        with self._backends_lock:
+        with _BACKENDS_LOCK:
             if self._backends is None:
                 self._backends = build_backends(self.config, self.lms)
             return self._backends

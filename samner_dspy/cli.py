@@ -122,7 +122,13 @@ def evaluate(args: argparse.Namespace) -> int:
         for domain in domains
     }
     items = [item for domain in domains for item in items_by_domain[domain]]
-    programs = {name: build_program(name, config) for name in names}
+    programs = {(name, domain): build_program(name, config) for name in names for domain in domains}
+    if args.fewshot:
+        from samner_dspy.evals.fewshot import bootstrap
+
+        for (name, domain), program in programs.items():
+            train = load_crossner(domain, "train", args.data)[: args.fewshot_pool]
+            programs[name, domain] = bootstrap(program, train, schemas[domain], args.fewshot)
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -134,7 +140,7 @@ def evaluate(args: argparse.Namespace) -> int:
         for domain in domains:
             for name in names:
                 run(
-                    programs[name],
+                    programs[name, domain],
                     items_by_domain[domain],
                     schemas,
                     output / f"{name}.jsonl",
@@ -149,7 +155,8 @@ def evaluate(args: argparse.Namespace) -> int:
     }
     summary = report.summarize(results)
     command = "samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, zero-shot"
+    shots = f"{args.fewshot}-shot (BootstrapFewShot demos from train)" if args.fewshot else "zero-shot"
+    heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, {shots}"
     md_path, json_path = report.write(summary, output, heading, command)
     console.print(report.rich_table(summary))
     console.print(f"report: {md_path} and {json_path}; predictions with traces: {output}/<configuration>.jsonl")
@@ -205,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ablations", action="store_true", help="also run the four ablations")
     ev.add_argument("--direct", action="store_true", help="also run the direct prompting baseline")
     ev.add_argument("--output-dir", default="evals/results/latest")
+    ev.add_argument("--fewshot", type=int, default=0, help="demos per stage bootstrapped from train (0: zero-shot)")
+    ev.add_argument("--fewshot-pool", type=int, default=20, help="train sentences to bootstrap demos from")
     ev.add_argument("--threads", type=int, default=2)
     ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")

@@ -10,9 +10,10 @@ from samner_dspy.adapters import IEPileAdapter, SamnerAdapter
 
 
 class ScriptedLM(DummyLM):
-    """Answers in order; a plain string answer is sent verbatim, to script malformed replies."""
+    """Answers in order (or, given a dict, the answer whose key occurs in the prompt's last message);
+    a plain string answer is sent verbatim, to script malformed replies."""
 
-    def __init__(self, answers: list[dict[str, Any] | str], iepile: bool = False) -> None:
+    def __init__(self, answers: list[dict[str, Any] | str] | dict[str, Any], iepile: bool = False) -> None:
         super().__init__(answers, adapter=IEPileAdapter() if iepile else SamnerAdapter())
 
     def _format_answer_fields(self, field_names_and_values: Any) -> str:

@@ -7,67 +7,17 @@ its JSON schema allows; model quality is tested against the real embedded model 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 
 from samner_dspy import SAMNER
-
-
-def first_valid(schema: dict, text: str):
-    if "enum" in schema:
-        return schema["enum"][0]
-    if schema.get("type") == "object":
-        return {key: first_valid(sub, text) for key, sub in schema["properties"].items()}
-    if schema.get("type") == "array":
-        return [text.split()[0]] if schema["items"].get("type") == "string" and "enum" not in schema["items"] else []
-    return ""
-
-
-class Recorder(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict]] = []
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        self._send({"object": "list", "data": [{"id": "anchor", "object": "model"}]})
-
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Recorder.requests.append(request)
-        schema = request["response_format"]["json_schema"]["schema"]
-        reply = json.dumps(first_valid(schema, "Ada Lovelace wrote the first program."))
-        self._send(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
-        )
+from tests.stand_in import Recorder, stand_in_server
 
 
 @pytest.fixture()
 def stand_in_vllm():
-    Recorder.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with stand_in_server() as api_base:
+        yield api_base
 
 
 def test_the_default_vllm_configuration_sends_lora_names_and_json_schemas(stand_in_vllm, tmp_path):

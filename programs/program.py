@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from samner_dspy.backends import StageBackend, build_backends
 from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
 from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.programs.batch import BatchItem, ordered_map
+from samner_dspy.programs.document import annotate_document
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Candidate, Span
@@ -68,6 +70,30 @@ class ConfiguredProgram(dspy.Module):
             if self._backends is None:
                 self._backends = build_backends(self.config, self.lms)
             return self._backends
+
+    def batch(
+        self,
+        texts: Iterable[str],
+        schema: SchemaLike,
+        concurrency: int = 8,
+        skip: Callable[[int], bool] | None = None,
+    ) -> Iterator[BatchItem]:
+        """Annotate many texts with bounded concurrency; results stream back in input order.
+
+        A failing input yields a :class:`BatchItem` with ``error`` set and the batch goes on; ``skip``
+        leaves out indices (already done in an earlier, interrupted run).
+        """
+        schema = Schema.coerce(schema)
+        self.backends()
+        return ordered_map(lambda text: self(text, schema), texts, concurrency, skip)
+
+    def annotate_document(
+        self, text: str, schema: SchemaLike, max_chars: int = 2000, overlap: int = 200, concurrency: int = 1
+    ) -> dspy.Prediction:
+        """A text of any length: overlapping windows, offsets mapped back to ``text``, duplicates merged."""
+        text = check_text(text)
+        schema = Schema.coerce(schema)
+        return annotate_document(lambda window: self(window, schema), text, max_chars, overlap, concurrency)
 
     def predict_entities(self, text: str, labels: SchemaLike) -> list[dict[str, Any]]:
         """GLiNER-style convenience: plain dicts with ``text``, ``label``, ``start``, ``end`` and more."""

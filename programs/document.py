@@ -1,0 +1,97 @@
+"""Long documents: annotate overlapping windows, map offsets back, merge what the overlaps found twice."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dspy
+
+from samner_dspy.grounding import resolve_overlaps
+from samner_dspy.programs.batch import ordered_map
+from samner_dspy.types import Entity, Span
+
+_SENTENCE_END = re.compile(r"[.!?。！？]\s+|\n\s*")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int
+    core_start: int
+    core_end: int
+    """Entities are kept from the window whose core holds their midpoint: the cores tile the document."""
+
+
+def _cut(text: str, start: int, limit: int) -> int:
+    """Where a window starting at ``start`` should end: a sentence end, else a space, else ``limit``."""
+    if limit >= len(text):
+        return len(text)
+    floor = start + (limit - start) // 2
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, floor, limit)]
+    if ends:
+        return ends[-1]
+    space = text.rfind(" ", floor, limit)
+    return space + 1 if space > start else limit
+
+
+def windows(text: str, max_chars: int, overlap: int) -> list[Window]:
+    """Cover ``text`` with windows of at most ``max_chars`` that overlap by about ``overlap`` characters."""
+    if max_chars < 1 or not 0 <= overlap < max_chars:
+        raise ValueError(f"need max_chars >= 1 and 0 <= overlap < max_chars, got {max_chars} and {overlap}")
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = _cut(text, start, start + max_chars)
+        bounds.append((start, end))
+        if end >= len(text):
+            break
+        restart = max(end - overlap, start + 1)
+        space = text.find(" ", restart, end)
+        start = space + 1 if overlap and space != -1 else restart
+    result = []
+    for i, (start, end) in enumerate(bounds):
+        core_start = 0 if i == 0 else (start + bounds[i - 1][1]) // 2
+        core_end = len(text) if i == len(bounds) - 1 else (end + bounds[i + 1][0]) // 2
+        result.append(Window(start, end, core_start, core_end))
+    return result
+
+
+def merge_window_entities(text: str, found: list[tuple[Window, list[Entity]]]) -> list[Entity]:
+    """Shift each window's entities into document offsets, keep those centred in the window's core, and
+    resolve any remaining overlap in favour of the longer mention."""
+    shifted: dict[Span, Entity] = {}
+    for window, entities in found:
+        for entity in entities:
+            start, end = entity.start + window.start, entity.end + window.start
+            if not window.core_start <= (start + end) // 2 < window.core_end:
+                continue
+            span = Span(start, end, text[start:end])
+            shifted.setdefault(span, Entity(span.text, entity.label, start, end, entity.archetype, entity.sources))
+    kept, _ = resolve_overlaps(list(shifted))
+    return [shifted[span] for span in kept]
+
+
+def annotate_document(
+    annotate: Callable[[str], dspy.Prediction],
+    text: str,
+    max_chars: int = 2000,
+    overlap: int = 200,
+    concurrency: int = 1,
+) -> dspy.Prediction:
+    """Run ``annotate`` on every window; entities come back in document offsets, one trace per window.
+
+    A window that fails is reported in ``errors`` (with its offsets) rather than silently missing.
+    """
+    parts = [w for w in windows(text, max_chars, overlap) if text[w.start : w.end].strip()]
+    outcomes = list(ordered_map(annotate, (text[w.start : w.end] for w in parts), concurrency))
+    found = [(window, item.prediction.entities) for window, item in zip(parts, outcomes, strict=True) if item.ok]
+    return dspy.Prediction(
+        entities=merge_window_entities(text, found),
+        windows=[(w.start, w.end) for w in parts],
+        traces=[item.prediction.trace if item.ok else None for item in outcomes],
+        errors=[
+            f"window {w.start}:{w.end}: {item.error}" for w, item in zip(parts, outcomes, strict=True) if not item.ok
+        ],
+    )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -15,11 +18,7 @@ from samner_dspy.errors import SamnerError
 from samner_dspy.schema import Schema
 
 
-def _texts(args: argparse.Namespace) -> Iterator[str]:
-    """The inputs, one per line of a file or stdin, or the single text given as an argument."""
-    if args.text is not None and args.file is None:
-        yield args.text
-        return
+def _lines(args: argparse.Namespace) -> Iterator[str]:
     if args.file is not None and args.file != "-":
         path = Path(args.file)
         if not path.is_file():
@@ -30,9 +29,29 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
     else:
         raise SamnerError("give a text to annotate, --file FILE, or pipe text on stdin")
     with handle:
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\n")
+        yield from handle
+
+
+def _texts(args: argparse.Namespace) -> Iterator[str]:
+    """The inputs: the text argument, or one per line of a text file or stdin, or the ``text`` field of
+    each line of a JSON Lines file (``*.jsonl``)."""
+    if args.text is not None and args.file is None:
+        yield args.text
+        return
+    as_json = args.file is not None and args.file.endswith(".jsonl")
+    for number, line in enumerate(_lines(args), start=1):
+        if not line.strip():
+            continue
+        if not as_json:
+            yield line.rstrip("\n")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SamnerError(f"{args.file}, line {number}: not valid JSON ({exc})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise SamnerError(f"{args.file}, line {number}: expected an object with a string 'text' field")
+        yield record["text"]
 
 
 def _done_indices(output: Path | None) -> set[int]:
@@ -48,11 +67,36 @@ def _done_indices(output: Path | None) -> set[int]:
     return done
 
 
-def annotate(args: argparse.Namespace) -> int:
-    from samner_dspy.programs import SAMNER
+def _result_record(index: int, text: str, result: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"index": index, "text": text, "entities": [e.to_dict() for e in result.entities]}
+    if "traces" in result:  # a document: one trace per window
+        record["windows"] = result.windows
+        record["traces"] = [trace.to_dict() if trace else None for trace in result.traces]
+        record["errors"] = result.errors
+    else:
+        record["trace"] = result.trace.to_dict()
+    return record
+
+
+def _show(console: Console, text: str, result: Any, with_trace: bool) -> None:
     from samner_dspy.render import entities_table, highlighted, trace_table
 
-    console = Console(stderr=args.json)
+    console.print(highlighted(text, result.entities))
+    console.print(entities_table(result.entities))
+    if with_trace:
+        for trace in result.traces if "traces" in result else [result.trace]:
+            if trace is not None:
+                console.print(trace_table(trace))
+
+
+def annotate(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from samner_dspy.programs import SAMNER
+    from samner_dspy.programs.batch import ordered_map
+
+    streaming = args.json or bool(args.output)
+    console = Console(stderr=streaming)
     schema = Schema.parse_arg(args.schema)
     program = SAMNER(
         args.config,
@@ -61,34 +105,49 @@ def annotate(args: argparse.Namespace) -> int:
         use_anchor=not args.no_anchor,
         use_explorer=not args.no_explorer,
     )
+    program.backends()  # an unreachable endpoint stops the run here, not once per input
+
+    def work(text: str) -> Any:
+        if args.max_chars:
+            return program.annotate_document(text, schema, args.max_chars, args.overlap)
+        return program(text, schema)
+
     output = Path(args.output) if args.output else None
+    errors_path = output.with_name(output.name + ".errors.jsonl") if output else None
     done = _done_indices(output)
-    sink = output.open("a", encoding="utf-8") if output else None
-    try:
-        for index, text in enumerate(_texts(args)):
-            if index in done:
+    failures = 0
+    started = time.perf_counter()
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.completed} annotated, {task.fields[rate]:.2f}/s"),
+        TimeElapsedColumn(),
+    )
+    with (
+        Progress(*columns, console=console, disable=not streaming) as progress,
+        output.open("a", encoding="utf-8") if output else open(os.devnull, "w") as sink,
+    ):
+        task = progress.add_task("annotate", total=None, rate=0.0)
+        for item in ordered_map(work, _texts(args), args.concurrency, skip=done.__contains__):
+            if not item.ok:
+                failures += 1
+                console.print(f"input {item.index} failed: {item.error}", style="red", markup=False)
+                if errors_path:
+                    with errors_path.open("a", encoding="utf-8") as errors:
+                        errors.write(json.dumps({"index": item.index, "text": item.text, "error": item.error}) + "\n")
                 continue
-            result = program(text, schema)
-            record = {
-                "index": index,
-                "text": text,
-                "entities": [e.to_dict() for e in result.entities],
-                "trace": result.trace.to_dict(),
-            }
-            if sink:
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
+            record = _result_record(item.index, item.text, item.prediction)
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
             if args.json:
                 print(json.dumps(record, ensure_ascii=False), flush=True)
-            else:
-                console.print(highlighted(text, result.entities))
-                console.print(entities_table(result.entities))
-                if not args.no_trace:
-                    console.print(trace_table(result.trace))
-    finally:
-        if sink:
-            sink.close()
-    return 0
+            elif not output:
+                _show(console, item.text, item.prediction, not args.no_trace)
+            progress.advance(task)
+            progress.update(task, rate=progress.tasks[0].completed / (time.perf_counter() - started))
+    if failures:
+        where = f"; see {errors_path} and rerun to retry them" if errors_path else ""
+        console.print(f"{failures} input(s) failed{where}", markup=False)
+    return 1 if failures else 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -188,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("annotate", help="annotate text and show entities and the stage trace")
     run.add_argument("text", nargs="?", help="the text to annotate (or use --file, or stdin)")
-    run.add_argument("-f", "--file", help="a text file, one input per line ('-' for stdin)")
+    run.add_argument("-f", "--file", help="one input per line ('-' for stdin), or JSON Lines with a 'text' field")
     run.add_argument(
         "-s", "--schema", required=True, help="crossner:<domain>, inline JSON, a JSON file, or labels 'a,b,c'"
     )
@@ -200,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
     run.add_argument("--no-trace", action="store_true", help="do not print the stage trace table")
+    run.add_argument("--concurrency", type=int, default=4, help="inputs annotated at once (default 4)")
+    run.add_argument("--max-chars", type=int, default=0, help="split longer inputs into overlapping windows")
+    run.add_argument("--overlap", type=int, default=200, help="characters shared by neighbouring windows")
     run.set_defaults(handler=annotate)
 
     ev = commands.add_parser("eval", help="evaluate on CrossNER; resumable; writes a Table 1 style report")

@@ -1,0 +1,86 @@
+"""`samner annotate` over files against a stand-in server: order, errors, resume, documents, bad endpoints."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.stand_in import stand_in_server
+
+
+def annotate(*args, check=True):
+    command = [sys.executable, "-m", "samner_dspy.cli", "annotate", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=check)
+
+
+@pytest.fixture()
+def config(tmp_path):
+    with stand_in_server(latency_s=0.02) as api_base:
+        path = tmp_path / "samner.toml"
+        path.write_text(f'[defaults]\napi_base = "{api_base}"\n', encoding="utf-8")
+        yield path
+
+
+def test_jsonl_input_streams_in_order_records_failures_and_resumes(config, tmp_path):
+    texts = [f"Person{i} met Zoë in Paris." for i in range(12)]
+    texts[5] = "   "
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+
+    first = annotate(
+        "--file", inputs, "--schema", "person,city", "--config", config, "-o", output, "--concurrency", "4", check=False
+    )
+    assert first.returncode == 1 and "1 input(s) failed" in first.stderr
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [r["index"] for r in records] == [i for i in range(12) if i != 5], "input order, failed one left out"
+    for record in records:
+        assert record["text"] == texts[record["index"]]
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+    (failure,) = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert failure["index"] == 5 and "empty or only whitespace" in failure["error"]
+
+    second = annotate("--file", inputs, "--schema", "person,city", "--config", config, "-o", output, check=False)
+    assert second.returncode == 1, "only the failed input is retried, and it fails again"
+    assert len(output.read_text(encoding="utf-8").splitlines()) == 11
+
+
+def test_long_documents_are_windowed_and_mapped_back(config, tmp_path):
+    document = "Zoë Müller lives in Paris. " * 40
+    inputs = tmp_path / "doc.txt"
+    inputs.write_text(document.strip() + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    annotate(
+        "--file",
+        inputs,
+        "--schema",
+        "person,city",
+        "--config",
+        config,
+        "-o",
+        output,
+        "--max-chars",
+        "200",
+        "--overlap",
+        "50",
+    )
+    (record,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert len(record["windows"]) > 4 and len(record["traces"]) == len(record["windows"])
+    assert record["windows"][-1][1] == len(record["text"]) and record["errors"] == []
+    assert record["entities"], "the stand-in finds the first word of each window"
+    for entity in record["entities"]:
+        assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+
+
+def test_unreachable_endpoint_stops_before_the_first_input(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "samner.toml"
+    path.write_text(f'[defaults]\napi_base = "http://127.0.0.1:{port}/v1"\n', encoding="utf-8")
+    done = annotate("some text", "--schema", "person", "--config", path, check=False)
+    assert done.returncode == 2
+    assert f"http://127.0.0.1:{port}/v1" in done.stderr

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
 from samner_dspy.evals.crossner import Sentence
@@ -104,7 +105,8 @@ def run(
             sink.write("\n")  # seal a line torn by a kill so the next record starts clean
 
         def annotate(item: Item) -> None:
-            result = program(item.sentence.text, schemas[item.domain])
+            with dspy.context(disable_history=True):
+                result = program(item.sentence.text, schemas[item.domain])
             line = json.dumps(_record(item, result), ensure_ascii=False)
             with lock:
                 if item.key in written:  # a straggler re-run finished twice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +48,8 @@ def ordered_map(
         for index, text in enumerate(texts):
             if skip is not None and skip(index):
                 continue
-            pending.append(pool.submit(guarded, index, text))
+            # A copy of the caller's context per item: dspy.context settings reach the worker threads.
+            pending.append(pool.submit(contextvars.copy_context().run, guarded, index, text))
             while len(pending) >= 2 * concurrency:
                 yield pending.popleft().result()
         while pending:

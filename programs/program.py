@@ -77,15 +77,26 @@ class ConfiguredProgram(dspy.Module):
         schema: SchemaLike,
         concurrency: int = 8,
         skip: Callable[[int], bool] | None = None,
+        max_chars: int | None = None,
+        overlap: int = 200,
     ) -> Iterator[BatchItem]:
         """Annotate many texts with bounded concurrency; results stream back in input order.
 
         A failing input yields a :class:`BatchItem` with ``error`` set and the batch goes on; ``skip``
-        leaves out indices (already done in an earlier, interrupted run).
+        leaves out indices (already done in an earlier, interrupted run); ``max_chars`` treats each text as
+        a document split into overlapping windows. dspy's per-call history is off here, so memory stays flat
+        on a corpus of any size (every result still carries its trace).
         """
         schema = Schema.coerce(schema)
         self.backends()
-        return ordered_map(lambda text: self(text, schema), texts, concurrency, skip)
+
+        def annotate(text: str) -> dspy.Prediction:
+            with dspy.context(disable_history=True):
+                if max_chars:
+                    return self.annotate_document(text, schema, max_chars, overlap)
+                return self(text, schema)
+
+        return ordered_map(annotate, texts, concurrency, skip)
 
     def annotate_document(
         self, text: str, schema: SchemaLike, max_chars: int = 2000, overlap: int = 200, concurrency: int = 1

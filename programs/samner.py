@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,7 +75,8 @@ class SAMNER(ConfiguredProgram):
         if len(jobs) == 1:
             return {name: job() for name, job in jobs.items()}
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            # Each job runs in a copy of this context, so the caller's dspy.context settings reach it.
+            futures = {name: pool.submit(contextvars.copy_context().run, job) for name, job in jobs.items()}
             return {name: future.result() for name, future in futures.items()}
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:

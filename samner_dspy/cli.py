@@ -93,7 +93,6 @@ def annotate(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from samner_dspy.programs import SAMNER
-    from samner_dspy.programs.batch import ordered_map
 
     streaming = args.json or bool(args.output)
     console = Console(stderr=streaming)
@@ -106,11 +105,6 @@ def annotate(args: argparse.Namespace) -> int:
         use_explorer=not args.no_explorer,
     )
     program.backends()  # an unreachable endpoint stops the run here, not once per input
-
-    def work(text: str) -> Any:
-        if args.max_chars:
-            return program.annotate_document(text, schema, args.max_chars, args.overlap)
-        return program(text, schema)
 
     output = Path(args.output) if args.output else None
     errors_path = output.with_name(output.name + ".errors.jsonl") if output else None
@@ -127,7 +121,8 @@ def annotate(args: argparse.Namespace) -> int:
         output.open("a", encoding="utf-8") if output else open(os.devnull, "w") as sink,
     ):
         task = progress.add_task("annotate", total=None, rate=0.0)
-        for item in ordered_map(work, _texts(args), args.concurrency, skip=done.__contains__):
+        items = program.batch(_texts(args), schema, args.concurrency, done.__contains__, args.max_chars, args.overlap)
+        for item in items:
             if not item.ok:
                 failures += 1
                 console.print(f"input {item.index} failed: {item.error}", style="red", markup=False)

@@ -2,7 +2,10 @@
 
 It answers every request with the first value its response schema allows (the first word of the text
 for free strings), after an optional fixed latency: enough to test wire formats, concurrency and
-interruption without a model.
+interruption, and to benchmark the program's own overhead, without a model. Like dspy's DummyLM, it
+says nothing about model quality.
+
+    python -m samner_dspy.stand_in --latency 0.1      # prints its api_base, serves until killed
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
-def text_of(request: dict) -> str:
+def text_of(request: dict[str, Any]) -> str:
     """The text a stage request is about, from IEPile's JSON or dspy's ``[[ ## text ## ]]`` field."""
     content = request["messages"][-1]["content"]
     try:
@@ -27,7 +30,7 @@ def text_of(request: dict) -> str:
         return match.group(1) if match else "nothing"
 
 
-def first_valid(schema: dict, text: str):
+def first_valid(schema: dict[str, Any], text: str) -> Any:
     if "enum" in schema:
         return schema["enum"][0]
     if schema.get("type") == "object":
@@ -38,13 +41,15 @@ def first_valid(schema: dict, text: str):
 
 
 class Recorder(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict]] = []
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers allow
+    requests: ClassVar[list[dict[str, Any]]] = []
     latency_s: ClassVar[float] = 0.0
+    record: ClassVar[bool] = True
 
-    def log_message(self, *args):
+    def log_message(self, *args: Any) -> None:
         pass
 
-    def _send(self, payload: dict) -> None:
+    def _send(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -52,12 +57,13 @@ class Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._send({"object": "list", "data": [{"id": "anchor", "object": "model"}]})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Recorder.requests.append(request)
+        if Recorder.record:
+            Recorder.requests.append(request)
         time.sleep(Recorder.latency_s)
         schema = request["response_format"]["json_schema"]["schema"]
         reply = json.dumps(first_valid(schema, text_of(request)))
@@ -73,12 +79,18 @@ class Recorder(BaseHTTPRequestHandler):
         )
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # bursts of concurrent clients must not be refused
+
+
 @contextmanager
-def stand_in_server(latency_s: float = 0.0) -> Iterator[str]:
+def stand_in_server(latency_s: float = 0.0, record: bool = True) -> Iterator[str]:
     """Serve on a free port; yields the ``api_base``."""
     Recorder.requests = []
     Recorder.latency_s = latency_s
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    Recorder.record = record
+    server = _Server(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -86,3 +98,18 @@ def stand_in_server(latency_s: float = 0.0) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
+    with stand_in_server(args.latency, record=False) as api_base:
+        print(api_base, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "no-ccr": {"ccr": "off"},
     "no-calibration": {"calibration": "off"},
     "direct": {},
+    "per-entity": {"ccr": "verify", "calibration": "entity"},
 }
 TITLES = {
     "samner": "SAM-NER",
@@ -33,6 +34,7 @@ TITLES = {
     "no-ccr": "w/o CCR",
     "no-calibration": "w/o calibration",
     "direct": "Direct prompting",
+    "per-entity": "SAM-NER, per-entity modes",
 }
 
 

@@ -19,6 +19,9 @@ from samner_dspy.schema import Schema
 from samner_dspy.tracing import Trace
 from samner_dspy.types import Entity
 
+# Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
+_DISCOVERY_WORKERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="samner-explorer")
+
 
 class SAMNER(ConfiguredProgram):
     """Zero-shot NER by semantic archetype mediation.
@@ -74,10 +77,11 @@ class SAMNER(ConfiguredProgram):
             jobs["explorer"] = lambda: self.explorer(text=text, schema=schema, backend=backends["explorer"])
         if len(jobs) == 1:
             return {name: job() for name, job in jobs.items()}
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            # Each job runs in a copy of this context, so the caller's dspy.context settings reach it.
-            futures = {name: pool.submit(contextvars.copy_context().run, job) for name, job in jobs.items()}
-            return {name: future.result() for name, future in futures.items()}
+        # The explorer runs on a long-lived worker, in a copy of this context so the caller's dspy.context
+        # settings reach it, while the anchor runs here: no thread is started per sentence.
+        side = _DISCOVERY_WORKERS.submit(contextvars.copy_context().run, jobs["explorer"])
+        anchor = jobs["anchor"]()
+        return {"anchor": anchor, "explorer": side.result()}
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)

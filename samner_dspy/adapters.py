@@ -112,6 +112,14 @@ class SamnerAdapter(dspy.JSONAdapter):
 
     def __init__(self) -> None:
         super().__init__(use_native_function_calling=False)
+        self._system_messages: dict[type[dspy.Signature], str] = {}
+
+    def format_system_message(self, signature: type[dspy.Signature]) -> str:
+        # Rendering field types through pydantic costs about 2 ms a request; a signature class never changes
+        # (dspy derives a new class for new instructions), so its system message is rendered once.
+        if signature not in self._system_messages:
+            self._system_messages[signature] = super().format_system_message(signature)
+        return self._system_messages[signature]
 
     def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
         return None

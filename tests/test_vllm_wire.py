@@ -35,3 +35,36 @@ def test_the_default_vllm_configuration_sends_lora_names_and_json_schemas(stand_
     assert [(e.text, e.label) for e in result.entities] == [("Ada", "person")]
     assert result.trace["calibrator"].model == "hosted_vllm/meta-llama/Meta-Llama-3-8B-Instruct"
     assert result.trace["calibrator"].prompt_tokens == 10
+
+
+def test_self_hosted_endpoints_skip_pricing_but_keep_the_wire_and_the_api_key(stand_in_vllm, monkeypatch):
+    """hosted_vllm/ endpoints go by the declared, unpriced provider; other models are left to dspy."""
+    import dspy
+
+    from samner_dspy.backends import build_lm, wire_model
+    from samner_dspy.config import CachePolicy, Endpoint
+
+    monkeypatch.setenv("WIRE_TEST_KEY", "sk-wire-test")
+    endpoint = Endpoint("hosted_vllm/anchor", stand_in_vllm, api_key_env="WIRE_TEST_KEY")
+    assert wire_model(endpoint) == "samner-vllm/anchor"
+    assert wire_model(Endpoint("openai/gpt-4o-mini")) == "openai/gpt-4o-mini"
+    assert wire_model(Endpoint("hosted_vllm/anchor")) == "hosted_vllm/anchor"  # no api_base: dspy's own route
+
+    lm = build_lm(endpoint, CachePolicy(enabled=False))
+    with dspy.context(disable_history=True):
+        reply = lm("Ada")
+    assert reply and Recorder.requests[-1]["model"] == "anchor"
+    assert Recorder.headers_seen[-1].get("Authorization") == "Bearer sk-wire-test"
+
+
+def test_the_system_message_is_rendered_once_per_signature_and_unchanged():
+    import dspy
+
+    from samner_dspy.adapters import SamnerAdapter
+    from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
+
+    adapter = SamnerAdapter()
+    for signature in (ExtractSpans, ClassifyArchetype, ExtractSpans):
+        expected = dspy.JSONAdapter(use_native_function_calling=False).format_system_message(signature)
+        assert adapter.format_system_message(signature) == expected
+    assert set(adapter._system_messages) == {ExtractSpans, ClassifyArchetype}

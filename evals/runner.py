@@ -62,7 +62,7 @@ def done_keys(path: Path) -> set[str]:
     if not path.is_file():
         return set()
     keys = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             keys.add(json.loads(line)["key"])
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -127,7 +127,7 @@ def run(
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

@@ -7,9 +7,9 @@ from typing import Any
 
 import dspy
 import httpx
-from dspy.utils.exceptions import AdapterParseError
+from dspy.utils.exceptions import AdapterParseError, LMError
 
-from samner_dspy.adapters import SamnerAdapter
+from samner_dspy.adapters import SamnerAdapter, noting_lenient_reads
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import JsonSchema
 from samner_dspy.grounding import mention_key
@@ -30,6 +30,11 @@ def _is_connection_error(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _cut_off(usage: dict[str, Any] | None, limit: int | None) -> bool:
+    """Did a reply spend its whole token budget (finish_reason "length", often endless repetition)?"""
+    return bool(limit) and any(int((c or {}).get("completion_tokens") or 0) >= limit for c in (usage or {}).values())
 
 
 def answer_for(answers: object, key: str) -> Any:
@@ -63,14 +68,18 @@ class LMStage(dspy.Module):
         field_schemas: dict[str, JsonSchema] | None,
         **inputs: Any,
     ) -> dict[str, Any] | None:
-        """Run one request; an unparseable reply is recorded with its raw text and yields None."""
+        """Run one request; an unparseable reply is recorded with its raw text and yields None.
+
+        A request that fails after the LM's retries raises :class:`EndpointUnreachableError` (no connection)
+        or :class:`EndpointRequestError` (anything else), so the caller's input fails with a clear reason.
+        """
         record.model = backend.model
         record.requests += 1
         schema = self.reply_schema(predictor, field_schemas) if field_schemas else None
         config = backend.request_config(schema, predictor.signature.__name__)
         started = time.perf_counter()
         try:
-            with dspy.context(lm=backend.lm, adapter=self.adapter, track_usage=True):
+            with dspy.context(lm=backend.lm, adapter=self.adapter, track_usage=True), noting_lenient_reads() as lenient:
                 prediction = predictor(**inputs, config=config)
         except AdapterParseError as exc:
             record.fail(f"unparseable reply ({exc.message or 'parse error'})".strip(), exc.lm_response or "")
@@ -78,8 +87,16 @@ class LMStage(dspy.Module):
         except Exception as exc:
             if _is_connection_error(exc):
                 raise backend.unreachable(exc) from exc
+            if isinstance(exc, LMError):
+                raise backend.request_failed(exc) from exc
             raise
         finally:
             record.latency_s += time.perf_counter() - started
-        record.add_usage(prediction.get_lm_usage())
+        usage = prediction.get_lm_usage()
+        record.add_usage(usage)
+        for note in lenient:
+            record.repair("reply", note)
+        if _cut_off(usage, backend.max_tokens):
+            # The lenient parse kept what was complete; grounding drops a torn-off last mention.
+            record.repair("reply", f"cut off at the token limit ({backend.max_tokens} tokens); read what was complete")
         return {name: prediction.get(name) for name in predictor.signature.output_fields}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from samner_dspy.types import Candidate, Span
 SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
 _BACKENDS_LOCK = threading.Lock()  # module-level: programs are deep-copied by optimizers, locks cannot be
 ConfigLike = SamnerConfig | str | Path | Mapping[str, Any] | None
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_text(text: object) -> str:
@@ -29,6 +31,12 @@ def check_text(text: object) -> str:
         raise InputTextError(f"the text to annotate must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputTextError("the text to annotate is empty or only whitespace")
+    if surrogate := _SURROGATE.search(text):
+        # Not valid Unicode: no LM endpoint can receive it, so fail here with the place rather than mid-request.
+        raise InputTextError(
+            f"the text has a lone surrogate (U+{ord(surrogate.group()):04X}) at offset {surrogate.start()}, which is "
+            "not valid Unicode; repair it first, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+        )
     return text
 
 
@@ -63,6 +71,12 @@ class ConfiguredProgram(dspy.Module):
         self.config = resolve_config(config)
         self.lms = dict(lms or {})
         self._backends: dict[str, StageBackend] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Built backends hold API keys: pickles and copies leave them out and rebuild them from the config."""
+        state = super().__getstate__()
+        state["_backends"] = None
+        return state
 
     def backends(self) -> dict[str, StageBackend]:
         """Built on first use, so constructing a program never starts a server or opens a connection."""

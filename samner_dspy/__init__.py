@@ -13,6 +13,7 @@ from samner_dspy.config import CachePolicy, Endpoint, SamnerConfig
 from samner_dspy.errors import (
     ConfigError,
     EmbeddedModelError,
+    EndpointRequestError,
     EndpointUnreachableError,
     InputTextError,
     SamnerError,
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "EmbeddedModelError",
     "Endpoint",
+    "EndpointRequestError",
     "EndpointUnreachableError",
     "Entity",
     "InputTextError",

@@ -9,6 +9,9 @@ trained adapter sees exactly the prompt it will get at inference.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import dspy
@@ -24,6 +27,31 @@ IEPILE_NER_INSTRUCTION = (
     "in the format of a JSON string."
 )
 """IEPile's English NER instruction, verbatim: the anchor LoRA was trained on this exact text."""
+
+
+_LENIENT_READS: ContextVar[list[str] | None] = ContextVar("samner_lenient_reads", default=None)
+
+
+@contextmanager
+def noting_lenient_reads() -> Iterator[list[str]]:
+    """Collect a note for each reply parsed here that was not valid JSON but could still be read, so the
+    stage can record the repair in its trace rather than pass it off as a clean answer."""
+    notes: list[str] = []
+    token = _LENIENT_READS.set(notes)
+    try:
+        yield notes
+    finally:
+        _LENIENT_READS.reset(token)
+
+
+def _note_if_lenient(completion: str) -> None:
+    notes = _LENIENT_READS.get()
+    if notes is None:
+        return
+    try:
+        json.loads(completion)
+    except ValueError:
+        notes.append("not valid JSON (malformed, cut off, or wrapped in prose); read leniently")
 
 
 def training_messages(
@@ -100,6 +128,7 @@ class IEPileAdapter(dspy.Adapter):
                 lm_response=completion,
                 message="the anchor's reply is not a JSON object mapping entity types to lists of mentions",
             )
+        _note_if_lenient(completion)
         return {self._output_name(signature): _string_lists(value)}
 
 
@@ -123,6 +152,11 @@ class SamnerAdapter(dspy.JSONAdapter):
 
     def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
         return None
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        fields = super().parse(signature, completion)
+        _note_if_lenient(completion)
+        return fields
 
     def reply_schema(self, signature: type[dspy.Signature], field_schemas: dict[str, JsonSchema]) -> JsonSchema:
         """A JSON object with one property per output field, as this adapter asks the LM to write."""

@@ -13,7 +13,7 @@ import dspy
 import httpx
 
 from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig
-from samner_dspy.errors import EndpointUnreachableError
+from samner_dspy.errors import EndpointRequestError, EndpointUnreachableError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -38,6 +38,15 @@ class StageBackend:
 
     def unreachable(self, reason: object) -> EndpointUnreachableError:
         return EndpointUnreachableError(self.api_base or self.model, self.stage, str(reason))
+
+    def request_failed(self, exc: BaseException) -> EndpointRequestError:
+        """The first line of the LM layer's message is the reason; the rest is advice about its own internals."""
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        return EndpointRequestError(self.api_base or self.model, self.stage, f"{type(exc).__name__}: {reason}")
+
+    @property
+    def max_tokens(self) -> int | None:
+        return getattr(self.lm, "kwargs", {}).get("max_tokens")
 
 
 def revision_key(revision: str) -> int:

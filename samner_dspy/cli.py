@@ -54,6 +54,25 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
         yield record["text"]
 
 
+def _drop_torn_line(path: Path | None) -> None:
+    """A run killed mid-write can leave a torn last line (even a torn UTF-8 character): cut it off, so the
+    record redone on resume starts on its own line; a complete last line only gets its missing newline."""
+    if path is None or not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+    except ValueError:
+        with path.open("r+b") as handle:
+            handle.truncate(cut)
+    else:
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+
+
 def _done_indices(output: Path | None) -> set[int]:
     """Indices already written to the output, so an interrupted run resumes where it stopped."""
     if output is None or not output.is_file():
@@ -108,6 +127,8 @@ def annotate(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else None
     errors_path = output.with_name(output.name + ".errors.jsonl") if output else None
+    for path in (output, errors_path):
+        _drop_torn_line(path)
     done = _done_indices(output)
     failures = 0
     started = time.perf_counter()
@@ -281,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--model", help="qwen2.5-coder-0.5b (default) or qwen2.5-coder-1.5b")
     local.add_argument("--port", type=int, default=8080)
     local.set_defaults(handler=embedded)
+
+    from samner_dspy.training.commands import add_commands  # build, train, serve: their libraries load on use
+
+    add_commands(commands)
     return parser
 
 

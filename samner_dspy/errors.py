@@ -29,5 +29,18 @@ class EndpointUnreachableError(SamnerError, ConnectionError):
         super().__init__(f"cannot reach the {stage} endpoint at {url}: {reason}")
 
 
+class EndpointRequestError(SamnerError, RuntimeError):
+    """A stage's request failed after its retries (HTTP 429 or 5xx, a timeout, a dropped connection).
+
+    Only the input being annotated fails: a batch records it and goes on, and a resumed run retries it.
+    """
+
+    def __init__(self, url: str, stage: str, reason: str) -> None:
+        self.url = url
+        self.stage = stage
+        self.reason = reason
+        super().__init__(f"the {stage} request to {url} failed: {reason}")
+
+
 class EmbeddedModelError(SamnerError, RuntimeError):
     """The embedded model is missing, corrupt, or its server failed to start."""

@@ -3,7 +3,8 @@
 It answers every request with the first value its response schema allows (the first word of the text
 for free strings), after an optional fixed latency: enough to test wire formats, concurrency and
 interruption, and to benchmark the program's own overhead, without a model. Like dspy's DummyLM, it
-says nothing about model quality.
+says nothing about model quality. A ``script`` makes it misbehave on purpose (malformed or truncated
+replies, HTTP errors, stalls, hang-ups), so tests can show what the program does with a bad server.
 
     python -m samner_dspy.stand_in --latency 0.1      # prints its api_base, serves until killed
 """
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -40,20 +44,52 @@ def first_valid(schema: dict[str, Any], text: str) -> Any:
     return ""
 
 
+def default_reply(request: dict[str, Any]) -> str:
+    """The well-behaved answer: the first value the request's JSON schema allows (``{}`` without one)."""
+    response_format = request.get("response_format") or {}
+    schema = response_format.get("json_schema", {}).get("schema") or response_format.get("schema")
+    return json.dumps(first_valid(schema, text_of(request)) if schema else {})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How to answer one request instead of the default: a fault scripted by a test."""
+
+    content: str | None = None
+    """The message content; None sends the default answer."""
+    status: int = 200
+    finish_reason: str = "stop"
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    hang_up: bool = False
+    """Close the connection without answering, as a crashing server does."""
+
+
+Script = Callable[[dict[str, Any], int], Reply | None]
+"""Given a request and its number (0, 1, ... in arrival order), a :class:`Reply`, or None for the default."""
+
+
 class Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers allow
+    disable_nagle_algorithm = True  # headers and body go out at once, as uvicorn does: no 40 ms delayed-ACK stall
     requests: ClassVar[list[dict[str, Any]]] = []
+    headers_seen: ClassVar[list[dict[str, str]]] = []
     latency_s: ClassVar[float] = 0.0
     record: ClassVar[bool] = True
+    script: ClassVar[Script | None] = None
+    arrivals: ClassVar[int] = 0
+    lock: ClassVar[threading.Lock] = threading.Lock()
 
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _send(self, payload: dict[str, Any]) -> None:
+    def _send(self, payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -62,20 +98,41 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if Recorder.record:
-            Recorder.requests.append(request)
-        time.sleep(Recorder.latency_s)
-        schema = request["response_format"]["json_schema"]["schema"]
-        reply = json.dumps(first_valid(schema, text_of(request)))
+        with Recorder.lock:
+            number = Recorder.arrivals
+            Recorder.arrivals += 1
+            if Recorder.record:
+                Recorder.requests.append(request)
+                Recorder.headers_seen.append(dict(self.headers))
+        reply = (Recorder.script(request, number) if Recorder.script else None) or Reply()
+        time.sleep(Recorder.latency_s + reply.delay_s)
+        if reply.hang_up:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.status != 200:
+            error = {"message": f"stand-in fault: HTTP {reply.status}", "type": "stand_in", "code": reply.status}
+            self._send({"error": error}, reply.status, reply.headers)
+            return
+        content = default_reply(request) if reply.content is None else reply.content
+        # A reply cut off at the token limit spent all of it, as real servers report.
+        spent = int(request.get("max_tokens") or 512) if reply.finish_reason == "length" else 5
         self._send(
             {
                 "id": "x",
                 "object": "chat.completion",
                 "created": 0,
                 "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": reply.finish_reason,
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": spent, "total_tokens": 10 + spent},
+            },
+            headers=reply.headers,
         )
 
 
@@ -83,14 +140,24 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # bursts of concurrent clients must not be refused
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out and hung up is expected here; any other error is still printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 @contextmanager
-def stand_in_server(latency_s: float = 0.0, record: bool = True) -> Iterator[str]:
-    """Serve on a free port; yields the ``api_base``."""
+def stand_in_server(
+    latency_s: float = 0.0, record: bool = True, script: Script | None = None, port: int = 0
+) -> Iterator[str]:
+    """Serve on 127.0.0.1 (a free port unless given); yields the ``api_base``."""
     Recorder.requests = []
+    Recorder.headers_seen = []
     Recorder.latency_s = latency_s
     Recorder.record = record
-    server = _Server(("127.0.0.1", 0), Recorder)
+    Recorder.script = script
+    Recorder.arrivals = 0
+    server = _Server(("127.0.0.1", port), Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -105,8 +172,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     args = parser.parse_args()
-    with stand_in_server(args.latency, record=False) as api_base:
+    with stand_in_server(args.latency, record=False, port=args.port) as api_base:
         print(api_base, flush=True)
         threading.Event().wait()
 

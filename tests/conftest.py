@@ -48,3 +48,10 @@ def embedded_server():
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.figures import summary
+
+    if line := summary():
+        terminalreporter.write_line(f"reliability: {line}")

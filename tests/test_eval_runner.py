@@ -52,3 +52,10 @@ def test_runner_streams_resumes_and_the_report_scores_it(crossner_dir, tmp_path)
     markdown = report.markdown(report.summarize({"direct": records}), "test", "samner eval ...")
     assert "| Method | Music | Avg. |" in markdown
     assert f"| Direct prompting | {100 * strict['f1']:.1f} | {100 * strict['f1']:.1f} |" in markdown
+
+
+def test_a_write_torn_inside_a_utf8_character_is_redone_not_fatal(tmp_path):
+    output = tmp_path / "samner.jsonl"
+    output.write_bytes(b'{"key": "music:0", "domain": "music", "index": 0}\n{"key": "music:1", "text": "Zo\xc3')
+    assert done_keys(output) == {"music:0"}
+    assert [r["key"] for r in read_results(output)] == ["music:0"]

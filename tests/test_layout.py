@@ -5,10 +5,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "signatures": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.cli"),
-    "programs": ("samner_dspy.evals", "samner_dspy.cli"),
+    "signatures": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.cli", "samner_dspy.training"),
+    "programs": ("samner_dspy.evals", "samner_dspy.cli", "samner_dspy.training"),
     "evals": ("samner_dspy.cli",),
-    "samner_dspy": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.signatures"),
+    "samner_dspy": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.signatures", "samner_dspy.training"),
+    # Training sits beside evals: it may use programs, signatures and the core, never evals or the CLI.
+    "samner_dspy/training": ("samner_dspy.evals", "samner_dspy.cli"),
 }
 # The package root re-exports SAMNER lazily, and the CLI sits on top of everything.
 EXEMPT = {"samner_dspy/__init__.py", "samner_dspy/cli.py"}

@@ -1,0 +1,309 @@
+"""Training files for the two adapters SAM-NER trains, rendered exactly as the stages prompt at inference.
+
+- explorer: Pile-NER (``Universal-NER/Pile-NER-type``, UniversalNER's conversation format) becomes
+  ``ExtractSpans`` examples: the passage, every entity type asked about, and the mentions per type.
+- archetype: IEPile's NER records (``zjunlp/iepile``) become ``ClassifyArchetype`` examples: each
+  fine-grained type is projected onto its archetype (appendix B), every mention is marked with
+  ``<ENT>`` tags the way the stage marks discovered entities, and the example is conditioned on the
+  instance's projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes.
+
+Each example's messages come from the stage module's own adapter and signature
+(:func:`samner_dspy.adapters.training_messages`), so a trained adapter sees the inference prompt. The
+builders stream, drop exact duplicates, and count every skipped record and every dropped mention by
+reason. Output is chat-format JSON Lines (``{"messages": [...]}``), which TRL, LLaMA-Factory (OpenAI
+format), axolotl and :mod:`samner_dspy.training.finetune` read.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dspy
+
+from samner_dspy.adapters import training_messages
+from samner_dspy.archetypes import archetype_definitions, project_schema, project_type
+from samner_dspy.grounding import Located, locate
+from samner_dspy.programs.archetype import ArchetypeClassifier
+from samner_dspy.programs.extractor import SpanExtractor
+from samner_dspy.programs.program import ground_candidates
+from samner_dspy.tagging import tag_entities
+from samner_dspy.types import Candidate
+
+Kind = Literal["explorer", "archetype"]
+Conditioning = Literal["instance", "full"]
+
+PILE_NER_HUB = "Universal-NER/Pile-NER-type"
+IEPILE_HUB = "zjunlp/iepile"
+IEPILE_HUB_FILES = "train.json"
+
+_QUESTION = re.compile(r"^What describes (?P<type>.+?) in the text\?$", re.DOTALL)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+class Skip(Exception):
+    """A source record that yields no training example; ``reason`` is what the report counts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Example:
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class BuildReport:
+    """What a build read, wrote, skipped and changed, with reasons; written next to the output."""
+
+    kind: str
+    source: str
+    output: str
+    read: int = 0
+    written: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    mentions: Counter[str] = field(default_factory=Counter)
+    """Mention-level changes inside written examples (dropped or respelled), by reason."""
+    seconds: float = 0.0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "output": self.output,
+            "read": self.read,
+            "written": self.written,
+            "skipped": dict(self.skipped.most_common()),
+            "mentions": dict(self.mentions.most_common()),
+            "seconds": round(self.seconds, 3),
+            "examples_per_second": round(self.examples_per_second, 1),
+        }
+
+    def summary(self) -> str:
+        lines = [f"{self.kind}: read {self.read} records, wrote {self.written} examples to {self.output}"]
+        lines += [f"  skipped {count}: {reason}" for reason, count in self.skipped.most_common()]
+        lines += [f"  mentions {count}: {reason}" for reason, count in self.mentions.most_common()]
+        return "\n".join(lines)
+
+
+def _parse_list(value: str) -> list[Any]:
+    """A Pile-NER answer: a JSON list, or occasionally a Python literal list."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise Skip("an answer is not a list") from None
+    if not isinstance(parsed, list):
+        raise Skip("an answer is not a list")
+    return parsed
+
+
+def _grounded(text: str, mentions: Iterable[Any], notes: Counter[str]) -> list[str]:
+    """Mentions as the text spells them; strings not in the text are dropped (the stage would drop them)."""
+    kept: list[str] = []
+    for mention in mentions:
+        if not isinstance(mention, str):
+            notes["not a string: dropped"] += 1
+            continue
+        where = locate(text, mention)
+        if not isinstance(where, Located):
+            notes[f"{where.reason}: dropped"] += 1
+            continue
+        if where.surface != mention:
+            notes["respelled as the text writes it"] += 1
+        if where.surface not in kept:
+            kept.append(where.surface)
+    return kept
+
+
+def pile_ner_example(record: Any, notes: Counter[str]) -> Example:
+    """One Pile-NER conversation as an ``ExtractSpans`` example.
+
+    The conversation is ``Text: <passage>``, an acknowledgement, then pairs of ``What describes <type> in
+    the text?`` and a JSON list of mentions (empty for the negative types the authors sampled).
+    """
+    turns = record.get("conversations") if isinstance(record, dict) else None
+    if not isinstance(turns, list) or not turns:
+        raise Skip("no conversation")
+    first = turns[0] if isinstance(turns[0], dict) else {}
+    if first.get("from") != "human" or not str(first.get("value", "")).startswith("Text:"):
+        raise Skip("the conversation does not open with 'Text: ...'")
+    text = first["value"][len("Text:") :].strip()
+    if not text:
+        raise Skip("empty text")
+    types: dict[str, list[str]] = {}
+    asked: str | None = None
+    for turn in turns[1:]:
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise Skip("a malformed turn")
+        if turn.get("from") == "human":
+            match = _QUESTION.match(turn["value"].strip())
+            if match is None:
+                raise Skip("a question that is not 'What describes <type> in the text?'")
+            asked = match["type"].strip()
+            continue
+        if asked is None:  # the acknowledgement ("I've read this text.")
+            continue
+        mentions = _grounded(text, _parse_list(turn["value"]), notes)
+        known = types.setdefault(asked, [])
+        known.extend(m for m in mentions if m not in known)
+        asked = None
+    if not types:
+        raise Skip("no entity type asked about")
+    return Example({"entity_types": list(types), "text": text}, {"entities": types})
+
+
+def _json_field(record: dict[str, Any], name: str) -> Any:
+    value = record.get(name)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise Skip(f"'{name}' is not valid JSON") from None
+    return value
+
+
+def iepile_example(record: Any, notes: Counter[str], conditioning: Conditioning = "instance") -> Example:
+    """One IEPile NER record as a ``ClassifyArchetype`` example.
+
+    A record is ``{"task", "source", "instruction", "output"}`` where ``instruction`` is a JSON string of
+    ``{"instruction", "schema", "input"}`` and ``output`` a JSON string mapping each schema type to its
+    mentions. Mentions are grounded and marked as the pipeline marks discovered entities (every
+    occurrence; of overlapping ones the longest stays), so the tagged text is what the stage would send.
+    """
+    if not isinstance(record, dict):
+        raise Skip("not a JSON object")
+    if record.get("task") != "NER":
+        raise Skip("not an NER record")
+    instruction = _json_field(record, "instruction")
+    if not isinstance(instruction, dict) or not isinstance(instruction.get("input"), str):
+        raise Skip("'instruction' has no string 'input'")
+    text = instruction["input"]
+    schema = [t for t in instruction.get("schema") or [] if isinstance(t, str)]
+    if not text.strip():
+        raise Skip("empty text")
+    if _CJK.search(text) or any(_CJK.search(t) for t in schema):
+        raise Skip("not English (the archetype mapping is English)")
+    output = _json_field(record, "output")
+    if not isinstance(output, dict):
+        raise Skip("'output' is not a JSON object")
+    archetype_of: dict[str, set[str]] = {}
+    for fine_type, mentions in output.items():
+        if isinstance(mentions, str):
+            mentions = [mentions]
+        for mention in mentions if isinstance(mentions, list) else []:
+            if isinstance(mention, str) and mention.strip():
+                archetype_of.setdefault(mention, set()).add(project_type(str(fine_type)))
+    if not archetype_of:
+        raise Skip("no entities")
+    located, grounding = ground_candidates(text, [Candidate(mention, ("gold",)) for mention in archetype_of])
+    for dropped in grounding.dropped:
+        notes[f"{dropped.reason}: dropped"] += 1
+    if not located:
+        raise Skip("no entity found in the text")
+    labels: dict[str, set[str]] = {}
+    for span, candidate in located:
+        labels.setdefault(span.text, set()).update(archetype_of[candidate.surface])
+    if any(len(archetypes) > 1 for archetypes in labels.values()):
+        raise Skip("a mention's types project to different archetypes")
+    spans = [span for span, _ in located]
+    entities = list(dict.fromkeys(span.text for span in spans))
+    if conditioning == "full":
+        definitions = archetype_definitions()
+    else:
+        projected = set(project_schema([*schema, *map(str, output)]))
+        definitions = {name: meaning for name, meaning in archetype_definitions().items() if name in projected}
+    return Example(
+        {"archetype_definitions": definitions, "tagged_text": tag_entities(text, spans), "entities": entities},
+        {"archetypes": {entity: next(iter(labels[entity])) for entity in entities}},
+    )
+
+
+def stage_renderer(kind: Kind) -> tuple[dspy.Adapter, type[dspy.Signature]]:
+    """The adapter and signature of the stage module itself, so builder and stage cannot disagree."""
+    stage: SpanExtractor | ArchetypeClassifier
+    stage = SpanExtractor("explorer") if kind == "explorer" else ArchetypeClassifier()
+    return stage.adapter, stage.predict.signature
+
+
+def build(
+    kind: Kind,
+    records: Iterable[Any],
+    output: str | Path,
+    *,
+    source: str = "",
+    limit: int | None = None,
+    conditioning: Conditioning = "instance",
+    progress: Callable[[BuildReport], None] | None = None,
+) -> BuildReport:
+    """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    adapter, signature = stage_renderer(kind)
+    report = BuildReport(kind, source, str(output))
+    seen: set[bytes] = set()
+    started = time.perf_counter()
+    with output.open("w", encoding="utf-8") as sink:
+        for record in records:
+            if limit is not None and report.written >= limit:
+                break
+            report.read += 1
+            notes: Counter[str] = Counter()
+            try:
+                if kind == "explorer":
+                    example = pile_ner_example(record, notes)
+                else:
+                    example = iepile_example(record, notes, conditioning)
+            except Skip as skip:
+                report.skipped[skip.reason] += 1
+                continue
+            messages = training_messages(adapter, signature, example.inputs, example.outputs)
+            line = json.dumps({"messages": messages}, ensure_ascii=False)
+            digest = hashlib.blake2b(line.encode("utf-8"), digest_size=16).digest()
+            if digest in seen:
+                report.skipped["duplicate of an earlier example"] += 1
+                continue
+            seen.add(digest)
+            report.mentions.update(notes)
+            sink.write(line + "\n")
+            report.written += 1
+            if progress is not None and report.written % 1000 == 0:
+                progress(report)
+    report.seconds = time.perf_counter() - started
+    report_path(output).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def report_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".report.json")
+
+
+def default_source(kind: Kind) -> tuple[str, str | None]:
+    """The public dataset each builder reads when no local file is given: (hub id, data files)."""
+    return (PILE_NER_HUB, None) if kind == "explorer" else (IEPILE_HUB, IEPILE_HUB_FILES)
+
+
+def read_examples(path: str | Path) -> Iterator[list[dict[str, str]]]:
+    """The message lists of a built file, one per line."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)["messages"]

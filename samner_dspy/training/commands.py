@@ -1,0 +1,182 @@
+"""``samner build``, ``samner train`` and ``samner serve``; heavy libraries load only inside a handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from samner_dspy.errors import SamnerError
+
+
+def require_train_extra() -> None:
+    """Raise a clear error when the 'train' extra is missing."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "transformers", "peft", "datasets") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SamnerError(f"missing {', '.join(missing)}: pip install 'samner-dspy[train]'")
+
+
+def build_data(args: argparse.Namespace) -> int:
+    from samner_dspy.training.builders import build, default_source, report_path
+    from samner_dspy.training.sources import iter_records
+
+    hub_id, hub_files = default_source(args.kind)
+    source = args.input or hub_id
+    data_files = args.data_files or (hub_files if source == hub_id else None)
+
+    def progress(report: Any) -> None:
+        print(f"{report.written} examples from {report.read} records", file=sys.stderr, flush=True)
+
+    report = build(
+        args.kind,
+        iter_records(source, data_files, args.split),
+        args.output,
+        source=source,
+        limit=args.limit,
+        conditioning=args.conditioning,
+        progress=progress,
+    )
+    print(report.summary())
+    print(f"{report.examples_per_second:.0f} examples/s; report: {report_path(args.output)}")
+    return 0 if report.written else 1
+
+
+def train_adapter(args: argparse.Namespace) -> int:
+    require_train_extra()
+    from samner_dspy.training.finetune import TrainConfig, train
+
+    config = TrainConfig(
+        stage=args.stage,
+        data=args.data,
+        base_model=args.base_model,
+        output_dir=args.output_dir or f"adapters/{args.stage}",
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=args.target_modules,
+        cutoff_len=args.cutoff_len,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        scheduler=args.scheduler,
+        warmup_ratio=args.warmup_ratio,
+        bf16=args.bf16,
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        logging_steps=args.logging_steps,
+        seed=args.seed,
+        resume=not args.no_resume,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    result = train(config)
+    resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
+    print(f"trained {config.stage} adapter: {result.global_step} steps on {result.examples} examples{resumed}")
+    if result.skipped:
+        print(f"left out: {json.dumps(result.skipped)}")
+    print("loss: " + ", ".join(f"{step}:{loss:.4f}" for step, loss in result.losses))
+    print(f"adapter: {config.output_dir}")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from samner_dspy.training import serve as serving
+
+    extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args
+    serve_plan = serving.plan(
+        args.explorer,
+        args.archetype,
+        anchor=args.anchor,
+        base_model=args.base_model,
+        host=args.host,
+        port=args.port,
+        max_lora_rank=args.max_lora_rank,
+        tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        extra_args=extra,
+        check_base=not args.skip_base_check,
+        download=args.download,
+    )
+    for warning in serve_plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.dry_run:
+        print("# vLLM command")
+        print(serve_plan.script(), end="")
+        print("\n# samner.toml (pass it as --config, or set SAMNER_CONFIG)")
+        print(serve_plan.config_toml, end="")
+        return 0
+    script, config = serving.write(serve_plan, args.output_dir)
+    print(f"wrote {script} and {config}; once vLLM is up: samner annotate ... --config {config}", flush=True)
+    return serving.launch(serve_plan)
+
+
+def add_commands(commands: Any) -> None:
+    """Register the three subcommands on ``samner``'s subparsers."""
+    from samner_dspy.config import DEFAULT_BASE_MODEL
+
+    data = commands.add_parser("build", help="build chat-format training files for the explorer or archetype LoRA")
+    data.add_argument("kind", choices=("explorer", "archetype"))
+    data.add_argument(
+        "-i",
+        "--input",
+        help="a local JSON or JSON Lines file (.gz too), a dataset folder, or a hub id; default: "
+        "Universal-NER/Pile-NER-type (explorer) or zjunlp/iepile (archetype)",
+    )
+    data.add_argument("--data-files", help="files of a hub dataset to read (default for zjunlp/iepile: train.json)")
+    data.add_argument("--split", default="train")
+    data.add_argument("-o", "--output", required=True, help="the JSON Lines file to write (a report lands beside it)")
+    data.add_argument("--limit", type=int, help="stop after writing this many examples")
+    data.add_argument(
+        "--conditioning",
+        choices=("instance", "full"),
+        default="instance",
+        help="archetype: show each example its projected schema (the paper) or all 14 archetypes",
+    )
+    data.set_defaults(handler=build_data)
+
+    fit = commands.add_parser("train", help="fine-tune a LoRA adapter (transformers + peft; paper defaults)")
+    fit.add_argument("stage", choices=("explorer", "archetype"))
+    fit.add_argument("--data", required=True, help="a file written by `samner build`")
+    fit.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help=f"any causal LM (default {DEFAULT_BASE_MODEL})")
+    fit.add_argument("-o", "--output-dir", help="adapter and checkpoints (default adapters/<stage>)")
+    fit.add_argument("--rank", type=int, default=8)
+    fit.add_argument("--alpha", type=int, default=16)
+    fit.add_argument("--dropout", type=float, default=0.0)
+    fit.add_argument("--target-modules", default="all-linear", help="all-linear, or names such as q_proj,v_proj")
+    fit.add_argument("--cutoff-len", type=int, default=1024, help="longer examples are left out and counted")
+    fit.add_argument("--batch-size", type=int, default=2)
+    fit.add_argument("--grad-accum", type=int, default=8)
+    fit.add_argument("--learning-rate", type=float, help="default 2e-5 (explorer) or 3e-5 (archetype)")
+    fit.add_argument("--epochs", type=float, default=3.0)
+    fit.add_argument("--scheduler", default="cosine")
+    fit.add_argument("--warmup-ratio", type=float, default=0.05)
+    fit.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    fit.add_argument("--max-steps", type=int, default=-1)
+    fit.add_argument("--save-steps", type=int, default=500)
+    fit.add_argument("--logging-steps", type=int, default=10)
+    fit.add_argument("--seed", type=int, default=42)
+    fit.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    fit.add_argument("--gradient-checkpointing", action="store_true")
+    fit.set_defaults(handler=train_adapter)
+
+    srv = commands.add_parser("serve", help="check the adapters, write and launch the vLLM server and its config")
+    srv.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
+    srv.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
+    srv.add_argument("--anchor", default="zjunlp/llama3-8b-iepile-lora", help="a folder or hub id")
+    srv.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (add --api-key after --)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
+    srv.add_argument("--tensor-parallel-size", type=int, default=1)
+    srv.add_argument("--gpu-memory-utilization", type=float)
+    srv.add_argument("--max-model-len", type=int)
+    srv.add_argument("--output-dir", default="serve", help="where vllm-serve.sh and samner.toml are written")
+    srv.add_argument("--dry-run", action="store_true", help="print the command and the configuration; start nothing")
+    srv.add_argument("--download", action="store_true", help="download hub adapters missing from the local cache")
+    srv.add_argument("--skip-base-check", action="store_true", help="warn instead of failing on a base-model mismatch")
+    srv.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM options, passed through")
+    srv.set_defaults(handler=serve)

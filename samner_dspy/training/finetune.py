@@ -1,0 +1,273 @@
+"""LoRA fine-tuning of the explorer and the archetype classifier on any causal LM (transformers + peft).
+
+The defaults are the paper's (appendix D, trained there with LLaMA-Factory): rank 8, alpha 16, cutoff
+1024 tokens, batch 2 with 8 steps of gradient accumulation, learning rate 2e-5 (explorer) or 3e-5
+(archetype), 3 epochs, cosine schedule, warmup ratio 0.05, bf16. Every one can be overridden. Where the
+paper is silent we use LLaMA-Factory's defaults: LoRA on every linear layer, no LoRA dropout.
+
+Each example is rendered with the base model's own chat template, as vLLM renders the request at
+inference, and only the answer's tokens carry loss. Checkpoints are written every ``save_steps``; a
+rerun with the same output folder resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from samner_dspy.errors import SamnerError
+
+Stage = Literal["explorer", "archetype"]
+PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "archetype": 3e-5}
+SUMMARY_FILE = "samner_training.json"
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One fine-tuning run; ``learning_rate=None`` takes the paper's rate for the stage."""
+
+    stage: Stage
+    data: str
+    base_model: str
+    output_dir: str
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str = "all-linear"
+    """``all-linear`` or a comma-separated list of module names, e.g. ``q_proj,v_proj``."""
+    cutoff_len: int = 1024
+    batch_size: int = 2
+    grad_accum: int = 8
+    learning_rate: float | None = None
+    epochs: float = 3.0
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    bf16: bool = True
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run the epochs)."""
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    logging_steps: int = 10
+    seed: int = 42
+    resume: bool = True
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in PAPER_LEARNING_RATES:
+            raise SamnerError(f"stage must be explorer or archetype, got {self.stage!r}")
+        for name in ("rank", "alpha", "cutoff_len", "batch_size", "grad_accum", "save_steps", "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise SamnerError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else PAPER_LEARNING_RATES[self.stage]
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    examples: int
+    skipped: dict[str, int]
+    global_step: int
+    resumed_from: str | None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    """(step, training loss) as logged every ``logging_steps``."""
+    seconds: float = 0.0
+
+
+def encode(tokenizer: Any, messages: list[dict[str, str]], cutoff_len: int) -> dict[str, list[int]] | str:
+    """Token ids and labels of one chat example, or the reason it cannot be used.
+
+    The prompt is what the chat template renders with a generation prompt, tokenized on its own as the
+    server does; the answer is the rest of the rendered conversation (content plus end-of-turn tokens).
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        return "the last message is not the assistant's answer"
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        return "the chat template does not render the prompt as the start of the conversation"
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    if not answer_ids:
+        return "empty answer"
+    if len(prompt_ids) + len(answer_ids) > cutoff_len:
+        return f"longer than cutoff_len ({cutoff_len} tokens)"
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
+
+
+class PadCollator:
+    """Right-pads ids with the pad token and labels with -100, and masks the padding."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids, labels, mask = [], [], []
+        for f in features:
+            padding = width - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_token_id] * padding)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * padding)
+            mask.append([1] * len(f["input_ids"]) + [0] * padding)
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+def load_tokenizer(base_model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise SamnerError(
+            f"{base_model} has no chat template: SAM-NER's stages send chat requests, so train an instruct model "
+            "(or set tokenizer.chat_template in the model folder)"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenized_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, Counter[str]]:
+    """The training file tokenized (cached by ``datasets``), with the count of examples left out and why."""
+    from datasets import load_dataset
+
+    if not Path(config.data).is_file():
+        raise SamnerError(f"training file {config.data!r} does not exist (build one with `samner build`)")
+    raw = load_dataset("json", data_files=config.data, split="train")
+    if "messages" not in raw.column_names:
+        raise SamnerError(f"{config.data} has no 'messages' field: expected chat-format JSON Lines")
+
+    def one(example: dict[str, Any]) -> dict[str, Any]:
+        encoded = encode(tokenizer, example["messages"], config.cutoff_len)
+        if isinstance(encoded, str):
+            return {"input_ids": [], "labels": [], "skip": encoded}
+        return {**encoded, "skip": ""}
+
+    mapped = raw.map(one, remove_columns=raw.column_names, desc="tokenizing")
+    skipped = Counter(reason for reason in mapped["skip"] if reason)
+    kept = mapped.filter(lambda example: not example["skip"]).remove_columns("skip")
+    if len(kept) == 0:
+        raise SamnerError(f"no usable example in {config.data}: {dict(skipped)}")
+    return kept, skipped
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def _training_arguments(config: TrainConfig) -> Any:
+    import inspect
+
+    import torch
+    from transformers import TrainingArguments
+
+    accepted = inspect.signature(TrainingArguments.__init__).parameters
+    # transformers 5 folds warmup_ratio into a fractional warmup_steps; 4.x has both.
+    warmup = (
+        {"warmup_ratio": config.warmup_ratio} if "warmup_ratio" in accepted else {"warmup_steps": config.warmup_ratio}
+    )
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type=config.scheduler,
+        bf16=config.bf16,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=True,
+        **warmup,
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+    )
+
+
+def load_lora_model(config: TrainConfig) -> Any:
+    """The base model with fresh LoRA weights (adapter weights are kept in float32 by peft)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    targets: str | list[str] = config.target_modules
+    if targets != "all-linear":
+        targets = [name.strip() for name in targets.split(",") if name.strip()]
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Fine-tune, save the adapter in ``output_dir`` (what ``samner serve`` and vLLM load), and summarise."""
+    try:
+        import torch  # noqa: F401
+        from transformers import Trainer, set_seed
+    except ImportError:
+        raise SamnerError("training needs the 'train' extra: pip install 'samner-dspy[train]'") from None
+
+    started = time.perf_counter()
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.base_model)
+    dataset, skipped = tokenized_dataset(config, tokenizer)
+    resume_from = last_checkpoint(config.output_dir) if config.resume else None
+    model = load_lora_model(config)
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(config),
+        train_dataset=dataset,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+    )
+    trainer.train(resume_from_checkpoint=resume_from)
+    model.save_pretrained(config.output_dir)
+    losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
+    result = TrainResult(
+        output_dir=config.output_dir,
+        examples=len(dataset),
+        skipped=dict(skipped),
+        global_step=trainer.state.global_step,
+        resumed_from=resume_from,
+        losses=losses,
+        seconds=time.perf_counter() - started,
+    )
+    summary = {"config": {**asdict(config), "learning_rate": config.lr}, "result": asdict(result)}
+    (Path(config.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def answer_loss(model: Any, batch: dict[str, Any]) -> float:
+    """Mean loss over the answer tokens of a collated batch, for before/after comparisons."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        loss = model(**batch).loss.item()
+    if not math.isfinite(loss):
+        raise SamnerError(f"the loss is not finite ({loss})")
+    return loss

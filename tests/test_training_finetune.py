@@ -1,0 +1,145 @@
+"""LoRA fine-tuning on the CPU: a tiny Llama built offline learns from builder output, saves, reloads, resumes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from samner_dspy.training.builders import build, read_examples
+from samner_dspy.training.finetune import IGNORE_INDEX, TrainConfig, encode
+from samner_dspy.training.serve import plan
+from samner_dspy.training.sources import iter_records
+from tests.conftest import require
+
+IEPILE = Path(__file__).parent / "fixtures" / "training" / "iepile-ner.json"
+
+
+@pytest.fixture(scope="module")
+def train_extra():
+    for name in ("torch", "transformers", "peft", "datasets"):
+        require(importlib.util.find_spec(name) is not None, f"{name} (the 'train' extra)")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, train_extra):
+    """Archetype training data from the IEPile fixture, and a tiny chat model whose tokenizer knows its text."""
+    from tests.tiny_model import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    data = folder / "archetype.jsonl"
+    build("archetype", iter_records(IEPILE), data)
+    texts = [message["content"] for messages in read_examples(data) for message in messages]
+    return data, build_tiny_model(folder / "base", texts)
+
+
+def test_only_the_answer_tokens_carry_loss(tiny):
+    from samner_dspy.training.finetune import load_tokenizer
+
+    data, base = tiny
+    tokenizer = load_tokenizer(str(base))
+    messages = next(read_examples(data))
+    encoded = encode(tokenizer, messages, cutoff_len=4096)
+    assert isinstance(encoded, dict)
+    answer = [token for token, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != -100]
+    prompt_length = encoded["labels"].index(next(label for label in encoded["labels"] if label != IGNORE_INDEX))
+    assert all(label == IGNORE_INDEX for label in encoded["labels"][:prompt_length])
+    assert tokenizer.decode(answer) == messages[-1]["content"] + "<|end|>\n", "the answer and its end-of-turn"
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(encoded["input_ids"][:prompt_length]) == prompt
+    assert encode(tokenizer, messages, cutoff_len=prompt_length) == f"longer than cutoff_len ({prompt_length} tokens)"
+
+
+def test_paper_hyperparameters_are_the_defaults():
+    explorer = TrainConfig("explorer", "d.jsonl", "m", "out")
+    archetype = TrainConfig("archetype", "d.jsonl", "m", "out")
+    assert (explorer.rank, explorer.alpha, explorer.cutoff_len) == (8, 16, 1024)
+    assert (explorer.batch_size, explorer.grad_accum, explorer.epochs) == (2, 8, 3.0)
+    assert (explorer.scheduler, explorer.warmup_ratio, explorer.bf16) == ("cosine", 0.05, True)
+    assert (explorer.lr, archetype.lr) == (2e-5, 3e-5)
+    assert TrainConfig("archetype", "d", "m", "o", learning_rate=1e-3).lr == 1e-3
+
+
+def test_lora_training_lowers_the_loss_saves_reloads_and_resumes(tiny, tmp_path, capsys):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from samner_dspy.training.finetune import PadCollator, answer_loss, load_tokenizer, train
+
+    data, base = tiny
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two cores, possibly shared with a llama.cpp server: oversubscription is 20x slower
+    try:
+        tokenizer = load_tokenizer(str(base))
+        fixed = PadCollator(tokenizer.pad_token_id)([encode(tokenizer, m, 4096) for m in list(read_examples(data))[:2]])
+        before = answer_loss(AutoModelForCausalLM.from_pretrained(base), fixed)
+
+        output = tmp_path / "adapter"
+        options = dict(learning_rate=1e-2, grad_accum=1, save_steps=10, logging_steps=2, bf16=False, warmup_ratio=0.0)
+        config = TrainConfig("archetype", str(data), str(base), str(output), max_steps=20, cutoff_len=4096, **options)
+        first = train(config)
+        assert first.global_step == 20 and first.resumed_from is None and first.examples == 5
+        adapter_config = json.loads((output / "adapter_config.json").read_text())
+        assert adapter_config["base_model_name_or_path"] == str(base) and adapter_config["r"] == 8
+        assert (output / "adapter_model.safetensors").is_file()
+
+        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), output)
+        after = answer_loss(reloaded, fixed)
+        with capsys.disabled():
+            curve = " ".join(f"{step}:{loss:.3f}" for step, loss in first.losses)
+            print(f"\nloss on a fixed batch: {before:.3f} -> {after:.3f}; training loss by step: {curve}")
+        assert after < before - 0.2
+
+        served = plan(str(output), str(output), anchor=str(output), base_model=str(base))
+        assert (
+            f"explorer={output}" in served.command
+            and served.command[served.command.index("--max-lora-rank") + 1] == "8"
+        )
+
+        resumed = train(
+            TrainConfig("archetype", str(data), str(base), str(output), max_steps=24, cutoff_len=4096, **options)
+        )
+        assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-20")
+        assert resumed.global_step == 24
+        assert [step for step, _ in resumed.losses if step > 20] == [22, 24], "resumed at step 21, not step 1"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_file_with_no_usable_example_is_an_error(tiny, tmp_path):
+    from samner_dspy.errors import SamnerError
+    from samner_dspy.training.finetune import train
+
+    data, base = tiny
+    with pytest.raises(SamnerError, match=r"no usable example.*cutoff_len"):
+        train(TrainConfig("archetype", str(data), str(base), str(tmp_path / "a"), cutoff_len=16, bf16=False))
+
+
+def test_samner_train_command_passes_every_option_through(tiny, tmp_path, capsys):
+    import torch
+
+    from samner_dspy.cli import main
+
+    data, base = tiny
+    output = tmp_path / "cli-adapter"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(
+            f"train archetype --data {data} --base-model {base} -o {output} --rank 4 --alpha 8 --max-steps 2 "
+            "--no-bf16 --grad-accum 1 --cutoff-len 4096 --logging-steps 1 --save-steps 1 --learning-rate 1e-3 "
+            "--target-modules q_proj,v_proj".split()
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "trained archetype adapter: 2 steps on 5 examples" in printed and "loss: 1:" in printed
+    adapter_config = json.loads((output / "adapter_config.json").read_text())
+    assert (adapter_config["r"], adapter_config["lora_alpha"]) == (4, 8)
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
+    summary = json.loads((output / "samner_training.json").read_text())
+    assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["bf16"] is False

@@ -160,7 +160,13 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(os.cpu_count() or 2),
+            # Reuse evaluated prompt prefixes (the definitions every stage request repeats), within 1 GiB.
             "--cache", "True",
+            "--cache_size", str(1 << 30),
+            # The server keeps logits for every position by default, and each cache entry copies them without
+            # counting them (n_ctx x vocabulary floats, 2.5 GB for Qwen): a long run grew to 23 GB and was
+            # killed for memory. Only the last position's logits are needed to generate.
+            "--logits_all", "False",
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 180.0) -> EmbeddedServer:

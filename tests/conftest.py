@@ -11,9 +11,10 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # dspy's disk cache ignores api_base: tests never share one with the user or with each other's runs.
 os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="samner-test-dspy-cache-")
-atexit.register(shutil.rmtree, os.environ["DSPY_CACHEDIR"], ignore_errors=True)
 
 import pytest
+
+atexit.register(shutil.rmtree, os.environ["DSPY_CACHEDIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 CROSSNER = REPO.parent / "shared" / "data" / "crossner"

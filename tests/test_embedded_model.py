@@ -158,3 +158,13 @@ def test_cli_bad_input_exits_with_a_clear_message(tmp_path):
     assert done.returncode == 2 and "duplicate schema label 'a'" in done.stderr
     with pytest.raises(SchemaError):
         Schema.parse_arg("a,a")
+
+
+def test_the_embedded_server_keeps_only_the_logits_it_needs():
+    """With every position's logits kept, each prompt-cache entry copied n_ctx x vocabulary floats (2.5 GB for
+    Qwen) past the cache's size limit, and a long evaluation was killed for memory."""
+    from samner_dspy.embedded import EmbeddedServer
+
+    command = EmbeddedServer().command()
+    assert command[command.index("--logits_all") + 1] == "False"
+    assert int(command[command.index("--cache_size") + 1]) <= 1 << 30

@@ -153,7 +153,7 @@ class EmbeddedServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "samner_dspy.embedded_child",  # llama_cpp.server, exiting with its parent
             "--model", str(model_path(self.spec.name)),
             "--model_alias", SERVED_NAME,
             "--host", self.host,

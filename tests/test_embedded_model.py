@@ -168,3 +168,39 @@ def test_the_embedded_server_keeps_only_the_logits_it_needs():
     command = EmbeddedServer().command()
     assert command[command.index("--logits_all") + 1] == "False"
     assert int(command[command.index("--cache_size") + 1]) <= 1 << 30
+
+
+def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tmp_path):
+    """A SIGKILLed annotation runs no clean-up; its server must not live on holding gigabytes."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "server.pid"
+    starter = (
+        "import sys, time\n"
+        "from samner_dspy.embedded import EmbeddedServer\n"
+        "server = EmbeddedServer().start()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(server._process.pid))\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter])
+    deadline = time.monotonic() + 180
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None, "the embedded server did not start"
+        time.sleep(0.5)
+    server_pid = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    status = Path(f"/proc/{server_pid}/status")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if "\tZ" in next(line for line in status.read_text().splitlines() if line.startswith("State:")):
+                return  # exited; only its parent of adoption has yet to reap it
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(server_pid, signal.SIGKILL)
+    raise AssertionError("the embedded server outlived the process that started it")

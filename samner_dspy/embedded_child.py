@@ -1,0 +1,31 @@
+"""llama.cpp's OpenAI-compatible server, leaving when the process that started it is gone.
+
+A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its server, holding 1-3 GB,
+would live on as an orphan; so the server watches its parent and exits with it.
+
+    python -m samner_dspy.embedded_child --model model.gguf ...   # the arguments of llama_cpp.server
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import threading
+import time
+
+
+def _exit_when_orphaned(parent: int, interval_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(0)
+
+
+def main() -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

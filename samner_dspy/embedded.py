@@ -160,12 +160,14 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(os.cpu_count() or 2),
-            # Reuse evaluated prompt prefixes (the definitions every stage request repeats), within 1 GiB.
+            # Reuse evaluated prompt prefixes (the instructions and definitions every stage request repeats).
+            # llama-cpp-python counts only the model state against the cache size (about 10 MB for a
+            # 1,000-token prompt) while each entry also copies an uncounted logits buffer: n_ctx x vocabulary
+            # floats (2.5 GB for Qwen) by default, which grew a long evaluation to 23 GB until it was killed,
+            # and n_batch x vocabulary (311 MB) without --logits_all. So: no logits_all, and a cache of a
+            # few entries, enough for the four stages' prefixes, about 2 GB at most.
             "--cache", "True",
-            "--cache_size", str(1 << 30),
-            # The server keeps logits for every position by default, and each cache entry copies them without
-            # counting them (n_ctx x vocabulary floats, 2.5 GB for Qwen): a long run grew to 23 GB and was
-            # killed for memory. Only the last position's logits are needed to generate.
+            "--cache_size", str(64 << 20),
             "--logits_all", "False",
         ]  # fmt: skip
 

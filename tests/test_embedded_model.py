@@ -167,7 +167,7 @@ def test_the_embedded_server_keeps_only_the_logits_it_needs():
 
     command = EmbeddedServer().command()
     assert command[command.index("--logits_all") + 1] == "False"
-    assert int(command[command.index("--cache_size") + 1]) <= 1 << 30
+    assert int(command[command.index("--cache_size") + 1]) <= 64 << 20
 
 
 def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tmp_path):

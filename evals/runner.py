@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,10 +13,13 @@ from typing import Any
 import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
+from samner_dspy.errors import EndpointRequestError
 from samner_dspy.evals.crossner import Sentence
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
+
+logger = logging.getLogger(__name__)
 
 # The paper's rows: SAM-NER, its four ablations (tables 2 and 3), and plain prompting on the same model.
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -107,8 +111,14 @@ def run(
             sink.write("\n")  # seal a line torn by a kill so the next record starts clean
 
         def annotate(item: Item) -> None:
-            with dspy.context(disable_history=True):
-                result = program(item.sentence.text, schemas[item.domain])
+            try:
+                with dspy.context(disable_history=True):
+                    result = program(item.sentence.text, schemas[item.domain])
+            except EndpointRequestError as exc:
+                # A request that failed after its retries (a timeout under load, an HTTP 5xx): this sentence
+                # is left for the rerun and the others go on. An unreachable endpoint still stops the run.
+                logger.warning("%s left for a rerun: %s", item.key, exc)
+                return
             line = json.dumps(_record(item, result), ensure_ascii=False)
             with lock:
                 if item.key in written:  # a straggler re-run finished twice

@@ -59,3 +59,26 @@ def test_a_write_torn_inside_a_utf8_character_is_redone_not_fatal(tmp_path):
     output.write_bytes(b'{"key": "music:0", "domain": "music", "index": 0}\n{"key": "music:1", "text": "Zo\xc3')
     assert done_keys(output) == {"music:0"}
     assert [r["key"] for r in read_results(output)] == ["music:0"]
+
+
+def test_a_sentence_whose_request_fails_is_left_for_the_rerun_and_the_others_go_on(crossner_dir, tmp_path):
+    from samner_dspy.errors import EndpointRequestError
+
+    sentences = list(islice(read_bio(crossner_dir / "music" / "test.txt"), 3))
+    items = [Item("music", i, s) for i, s in enumerate(sentences)]
+    schemas = {"music": Schema.from_name("crossner:music")}
+    output = tmp_path / "direct.jsonl"
+
+    class FlakyNER(DirectNER):
+        def forward(self, text, schema):
+            if text == sentences[1].text:
+                raise EndpointRequestError("http://127.0.0.1:9/v1", "calibrator", "LMTimeoutError: timed out")
+            return super().forward(text, schema)
+
+    flaky = FlakyNER(lms=stage_lms(calibrator=[oracle_reply(sentences[0]), oracle_reply(sentences[2])]))
+    run(flaky, items, schemas, output, threads=1)
+    assert done_keys(output) == {"music:0", "music:2"}
+
+    healthy = DirectNER(lms=stage_lms(calibrator=[oracle_reply(sentences[1])]))
+    assert run(healthy, items, schemas, output, threads=1) == 1
+    assert done_keys(output) == {"music:0", "music:1", "music:2"}

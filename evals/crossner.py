@@ -6,7 +6,7 @@ Two sources give identical sentences: the original BIO files (a local ``data_dir
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ class Sentence:
     entities: tuple[GoldEntity, ...]
 
 
-def _sentence(tokens: list[str], tags: list[str]) -> Sentence:
-    """Join tokens with single spaces and turn BIO runs into natural-language-labelled character spans."""
+def bio_sentence(
+    tokens: list[str], tags: list[str], label_name: Callable[[str], str] = crossner_label_name
+) -> Sentence:
+    """Join tokens with single spaces and turn BIO runs into character spans labelled ``label_name(tag)``."""
     starts, cursor = [], 0
     for token in tokens:
         starts.append(cursor)
@@ -53,7 +55,7 @@ def _sentence(tokens: list[str], tags: list[str]) -> Sentence:
         inside = tag.startswith("I-") and begin is not None and tag[2:] == label
         if begin is not None and not inside:
             end = starts[index - 1] + len(tokens[index - 1])
-            entities.append(GoldEntity(text[starts[begin] : end], crossner_label_name(label), starts[begin], end))
+            entities.append(GoldEntity(text[starts[begin] : end], label_name(label), starts[begin], end))
             begin = None
         if tag.startswith(("B-", "I-")) and not inside:
             begin, label = index, tag[2:]
@@ -69,7 +71,7 @@ def read_bio(path: str | Path) -> Iterator[Sentence]:
             line = line.rstrip("\n")
             if not line.strip():
                 if tokens:
-                    yield _sentence(tokens, tags)
+                    yield bio_sentence(tokens, tags)
                 tokens, tags = [], []
                 continue
             token, _, tag = line.rpartition("\t")
@@ -78,7 +80,7 @@ def read_bio(path: str | Path) -> Iterator[Sentence]:
             tokens.append(token)
             tags.append(tag.strip() or "O")
     if tokens:
-        yield _sentence(tokens, tags)
+        yield bio_sentence(tokens, tags)
 
 
 def _split(split: str, names: Mapping[str, str]) -> str:
@@ -102,7 +104,7 @@ def sentences_from_hf(
             raise ValueError("a dataset without ner_tags features needs tag_names")
         tag_names = features["ner_tags"].feature.names
     for row in dataset:
-        yield _sentence(list(row["tokens"]), [tag_names[tag] for tag in row["ner_tags"]])
+        yield bio_sentence(list(row["tokens"]), [tag_names[tag] for tag in row["ner_tags"]])
 
 
 def load_hf(domain: str, split: str = "test", dataset_id: str = HF_DATASET) -> list[Sentence]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from samner_dspy.evals import curve
 from samner_dspy.evals.metric import Scores, archetype_consistency, macro_average, per_label, score, span_score
 from samner_dspy.evals.runner import TITLES
 
@@ -25,7 +26,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Scores of every configuration: strict and span-only, per domain, per label, and archetype purity."""
     summary: dict[str, Any] = {}
     for name, records in results.items():
-        domains = sorted({r["domain"] for r in records}, key=list(DOMAIN_TITLES).index)
+        domains = _ordered({r["domain"] for r in records})
         strict: dict[str, Scores] = {}
         spans: dict[str, Scores] = {}
         labels: dict[str, dict[str, Any]] = {}
@@ -51,14 +52,24 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
+def _ordered(domains: set[str]) -> list[str]:
+    """CrossNER's domains in the paper's order, then any other data set (``--data-file``) by name."""
+    known = list(DOMAIN_TITLES)
+    return sorted(domains, key=lambda d: (known.index(d) if d in known else len(known), d))
+
+
+def _domains(summary: dict[str, Any]) -> list[str]:
+    return _ordered({d for entry in summary.values() for d in entry["strict"]})
+
+
 def _f1_row(entry: dict[str, Any], key: str, domains: list[str]) -> list[str]:
     cells = [f"{100 * entry[key][d]['f1']:.1f}" if d in entry[key] else "-" for d in domains]
     return [*cells, f"{100 * entry[f'{key}_avg_f1']:.1f}"]
 
 
 def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
-    domains = [d for d in DOMAIN_TITLES if any(d in e["strict"] for e in summary.values())]
-    header = "| Method | " + " | ".join(DOMAIN_TITLES[d] for d in domains) + " | Avg. |"
+    domains = _domains(summary)
+    header = "| Method | " + " | ".join(DOMAIN_TITLES.get(d, d) for d in domains) + " | Avg. |"
     rule = "|---" * (len(domains) + 2) + "|"
     lines = [f"# {heading}", "", f"Command: `{command}`", "", "## Strict micro-F1 (span and label must match)", ""]
     lines += [header, rule]
@@ -82,19 +93,29 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
 
 
 def rich_table(summary: dict[str, Any]) -> Table:
-    domains = [d for d in DOMAIN_TITLES if any(d in e["strict"] for e in summary.values())]
+    domains = _domains(summary)
     table = Table(title="Strict micro-F1 (x100)")
-    for column in ["Method", *(DOMAIN_TITLES[d] for d in domains), "Avg.", "span Avg."]:
+    for column in ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg."]:
         table.add_column(column)
     for entry in summary.values():
         table.add_row(entry["title"], *_f1_row(entry, "strict", domains), f"{100 * entry['span_avg_f1']:.1f}")
     return table
 
 
-def write(summary: dict[str, Any], directory: Path, heading: str, command: str) -> tuple[Path, Path]:
+def write(
+    summary: dict[str, Any],
+    directory: Path,
+    heading: str,
+    command: str,
+    results: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[Path, Path]:
+    """report.md and report.json; given the scored records, also pr_curve.svg and its section in report.md."""
     directory.mkdir(parents=True, exist_ok=True)
     md_path = directory / "report.md"
     json_path = directory / "report.json"
-    md_path.write_text(markdown(summary, heading, command), encoding="utf-8")
+    text = markdown(summary, heading, command)
+    if results:
+        text += "\n" + "\n".join(curve.write(results, directory, TITLES)) + "\n"
+    md_path.write_text(text, encoding="utf-8")
     json_path.write_text(json.dumps({"command": command, "results": summary}, indent=2), encoding="utf-8")
     return md_path, json_path

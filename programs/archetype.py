@@ -6,6 +6,7 @@ import dspy
 
 from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, archetype_names, match_archetype
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key
 from samner_dspy.programs.base import LMStage, answer_for
 from samner_dspy.signatures import ClassifyArchetype
@@ -25,18 +26,24 @@ class ArchetypeClassifier(LMStage):
         entities = list(dict.fromkeys(span.text for span in spans))
         tagged = tag_entities(text, spans)
         record = StageRecord("archetype", inputs={"tagged_text": tagged, "entities": entities})
+        logprobs: list = []
         reply = self.call_lm(
             self.predict,
             backend,
             record,
             {"archetypes": choice_per_key(entities, list(archetype_names()))},
+            logprobs,
             archetype_definitions=archetype_definitions(),
             tagged_text=tagged,
             entities=entities,
         )
         answers = (reply or {}).get("archetypes") or {}
+        raw = answer_probabilities(logprobs[-1], answers) if logprobs and isinstance(answers, dict) else {}
+        probabilities: dict[str, float] = {}
         assigned: dict[str, str] = {}
         for entity in entities:
+            if (probability := answer_for(raw, entity)) is not None:
+                probabilities[entity] = probability
             answer = answer_for(answers, entity)
             archetype = match_archetype(answer)
             if archetype is None:
@@ -45,4 +52,6 @@ class ArchetypeClassifier(LMStage):
                 archetype = FALLBACK_ARCHETYPE
             assigned[entity] = archetype
         record.outputs = {"archetypes": assigned}
-        return dspy.Prediction(archetypes=assigned, record=record)
+        if probabilities:
+            record.outputs["probabilities"] = probabilities
+        return dspy.Prediction(archetypes=assigned, probabilities=probabilities, record=record)

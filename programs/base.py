@@ -66,9 +66,13 @@ class LMStage(dspy.Module):
         backend: StageBackend,
         record: StageRecord,
         field_schemas: dict[str, JsonSchema] | None,
+        token_logprobs: list[Any] | None = None,
         **inputs: Any,
     ) -> dict[str, Any] | None:
         """Run one request; an unparseable reply is recorded with its raw text and yields None.
+
+        Where the backend returns token log-probabilities they are appended to ``token_logprobs`` (they feed
+        entity scores); a server that refuses a request because it asked for them is asked again without.
 
         A request that fails after the LM's retries raises :class:`EndpointUnreachableError` (no connection)
         or :class:`EndpointRequestError` (anything else), so the caller's input fails with a clear reason.
@@ -87,11 +91,17 @@ class LMStage(dspy.Module):
         except Exception as exc:
             if _is_connection_error(exc):
                 raise backend.unreachable(exc) from exc
+            if backend.logprobs and "logprob" in str(exc).lower():
+                backend.logprobs = False
+                record.repair("request", "the server refused token logprobs; asked again without them")
+                return self.call_lm(predictor, backend, record, field_schemas, token_logprobs, **inputs)
             if isinstance(exc, LMError):
                 raise backend.request_failed(exc) from exc
             raise
         finally:
             record.latency_s += time.perf_counter() - started
+        if token_logprobs is not None and prediction.get("logprobs"):
+            token_logprobs.append(prediction.get("logprobs"))
         usage = prediction.get_lm_usage()
         record.add_usage(usage)
         for note in lenient:

@@ -8,14 +8,24 @@ import dspy
 
 from samner_dspy.archetypes import archetype_definitions
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key, one_of
-from samner_dspy.programs.base import LMStage
+from samner_dspy.programs.base import LMStage, answer_for
 from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
 from samner_dspy.tracing import StageRecord
 
 CalibrationMode = Literal["sentence", "entity"]
+
+
+def entity_probabilities(logprobs: list, answers: object, labels: dict[str, str]) -> dict[str, float]:
+    """The probability of each labelled entity's answer in a one-request-per-sentence reply."""
+    if not logprobs or not isinstance(answers, dict):
+        return {}
+    raw = answer_probabilities(logprobs[-1], {k: v for k, v in answers.items() if isinstance(k, str)})
+    found = {entity: answer_for(raw, entity) for entity in labels}
+    return {entity: p for entity, p in found.items() if p is not None}
 
 
 class TypeCalibrator(LMStage):
@@ -39,26 +49,32 @@ class TypeCalibrator(LMStage):
         definitions = archetype_definitions()
         definitions_shown = label_definitions(schema, self.allow_no_label)
         record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
+        probabilities: dict[str, float] = {}
         if self.mode == "sentence":
+            logprobs: list = []
             reply = self.call_lm(
                 self.predict,
                 backend,
                 record,
                 {"labels": choice_per_key(entities, list(definitions_shown))},
+                logprobs,
                 label_definitions=definitions_shown,
                 archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
                 text=text,
                 entities=dict(archetypes),
             )
             labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
+            probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels)
         else:
             labels = {}
             for entity, archetype in archetypes.items():
+                logprobs = []
                 reply = self.call_lm(
                     self.predict_entity,
                     backend,
                     record,
                     {"label": one_of(list(definitions_shown))},
+                    logprobs,
                     label_definitions=definitions_shown,
                     text=text,
                     entity=entity,
@@ -68,8 +84,14 @@ class TypeCalibrator(LMStage):
                 label = resolve_label(schema, entity, (reply or {}).get("label"), record)
                 if label is not None:
                     labels[entity] = label
+                    answer = (reply or {}).get("label")
+                    found = answer_probabilities(logprobs[-1], {"label": answer}) if logprobs else {}
+                    if "label" in found:
+                        probabilities[entity] = found["label"]
         record.outputs = {"labels": labels}
-        return dspy.Prediction(label_of=labels, record=record)
+        if probabilities:
+            record.outputs["probabilities"] = probabilities
+        return dspy.Prediction(label_of=labels, probabilities=probabilities, record=record)
 
 
 class DirectTyper(LMStage):
@@ -83,15 +105,20 @@ class DirectTyper(LMStage):
     def forward(self, text: str, schema: Schema, entities: list[str], backend: StageBackend) -> dspy.Prediction:
         record = StageRecord("direct_typing", inputs={"entities": list(entities)})
         definitions_shown = label_definitions(schema, self.allow_no_label)
+        logprobs: list = []
         reply = self.call_lm(
             self.predict,
             backend,
             record,
             {"labels": choice_per_key(entities, list(definitions_shown))},
+            logprobs,
             label_definitions=definitions_shown,
             text=text,
             entities=entities,
         )
         labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
+        probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels)
         record.outputs = {"labels": labels}
-        return dspy.Prediction(label_of=labels, record=record)
+        if probabilities:
+            record.outputs["probabilities"] = probabilities
+        return dspy.Prediction(label_of=labels, probabilities=probabilities, record=record)

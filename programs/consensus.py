@@ -57,6 +57,8 @@ class ConsensusRefiner(dspy.Module):
     """``rule`` (default): uncorroborated noise-prone explorer candidates are dropped, no request.
     ``verify``: they go to the anchor in one request and stay if it confirms them.
     ``off``: the plain union (the paper's "w/o CCR" ablation).
+
+    ``verified`` holds the :func:`mention_key` of every candidate the anchor confirmed: evidence for its score.
     """
 
     def __init__(self, mode: ConsensusMode = "rule", noise_rule: NoiseRule | None = None) -> None:
@@ -82,6 +84,7 @@ class ConsensusRefiner(dspy.Module):
         anchor_keys = {mention_key(c.surface) for c in anchor}
         kept: list[Candidate] = []
         pending: list[Candidate] = []
+        verified: set[str] = set()
         for candidate in explorer:
             corroborated = mention_key(candidate.surface) in anchor_keys
             if corroborated or mode == "off" or not self.noise_rule.is_noise_prone(candidate.surface):
@@ -99,6 +102,7 @@ class ConsensusRefiner(dspy.Module):
             for candidate in pending:
                 if candidate.surface in verdict.confirmed:
                     kept.append(candidate)
+                    verified.add(mention_key(candidate.surface))
                 elif verdict.answered:
                     record.drop(candidate.surface, "the anchor did not confirm it on verification")
                 else:
@@ -108,4 +112,6 @@ class ConsensusRefiner(dspy.Module):
                 record.drop(candidate.surface, "noise-prone explorer candidate without anchor corroboration")
         candidates = _merge(anchor + kept)
         record.outputs = {"candidates": {c.surface: list(c.sources) for c in candidates}}
-        return dspy.Prediction(candidates=candidates, record=record)
+        if verified:  # the evidence behind these mentions' scores, for viewers and re-scoring
+            record.outputs["verified"] = sorted(c.surface for c in kept if mention_key(c.surface) in verified)
+        return dspy.Prediction(candidates=candidates, verified=verified, record=record)

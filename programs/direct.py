@@ -7,8 +7,10 @@ from collections.abc import Mapping
 import dspy
 
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import DIRECT
 from samner_dspy.constraints import string_lists
 from samner_dspy.grounding import Located, locate
+from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.base import LMStage
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
 from samner_dspy.schema import Schema
@@ -69,7 +71,7 @@ class DirectNER(ConfiguredProgram):
         located, grounding = ground_candidates(text, found.candidates)
         trace.add(grounding)
         entities = [
-            Entity(span.text, candidate.types[0], span.start, span.end, None, candidate.sources)
+            Entity(span.text, candidate.types[0], span.start, span.end, None, candidate.sources, DIRECT)
             for span, candidate in located
         ]
-        return dspy.Prediction(entities=entities, trace=trace)
+        return SamnerPrediction(text=text, entities=entities, trace=trace)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dspy
 
 from samner_dspy.grounding import resolve_overlaps
+from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.batch import ordered_map
 from samner_dspy.types import Entity, Span
 
@@ -68,7 +69,7 @@ def merge_window_entities(text: str, found: list[tuple[Window, list[Entity]]]) -
             if not window.core_start <= (start + end) // 2 < window.core_end:
                 continue
             span = Span(start, end, text[start:end])
-            shifted.setdefault(span, Entity(span.text, entity.label, start, end, entity.archetype, entity.sources))
+            shifted.setdefault(span, replace(entity, text=span.text, start=start, end=end))
     kept, _ = resolve_overlaps(list(shifted))
     return [shifted[span] for span in kept]
 
@@ -87,7 +88,8 @@ def annotate_document(
     parts = [w for w in windows(text, max_chars, overlap) if text[w.start : w.end].strip()]
     outcomes = list(ordered_map(annotate, (text[w.start : w.end] for w in parts), concurrency))
     found = [(window, item.prediction.entities) for window, item in zip(parts, outcomes, strict=True) if item.ok]
-    return dspy.Prediction(
+    return SamnerPrediction(
+        text=text,
         entities=merge_window_entities(text, found),
         windows=[(w.start, w.end) for w in parts],
         traces=[item.prediction.trace if item.ok else None for item in outcomes],

@@ -10,13 +10,16 @@ import dspy
 
 from samner_dspy.adapters import IEPileAdapter
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import combine, discovery_evidence
+from samner_dspy.grounding import mention_key
+from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import CalibrationMode, DirectTyper, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusMode, ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
 from samner_dspy.schema import Schema
-from samner_dspy.tracing import Trace
+from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Entity
 
 # Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
@@ -39,6 +42,8 @@ class SAMNER(ConfiguredProgram):
         allow_no_label: let typing answer "none" for an entity no label fits, which drops it. Off by default:
             small models answer "none" for nearly everything, and extractors already target the schema.
         max_types_per_request: split large schemas over several extraction requests (None: one request).
+        threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
+            stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
     """
 
     def __init__(
@@ -53,8 +58,12 @@ class SAMNER(ConfiguredProgram):
         use_explorer: bool = True,
         allow_no_label: bool = False,
         max_types_per_request: int | None = None,
+        threshold: float = 0.0,
     ) -> None:
         super().__init__(config, lms)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
         if calibration not in ("sentence", "entity", "off"):
@@ -106,6 +115,7 @@ class SAMNER(ConfiguredProgram):
         spans = [span for span, _ in located]
 
         archetypes: dict[str, str] = {}
+        probabilities: list[dict[str, float]] = []
         if not spans:
             labels: dict[str, str] = {}
         elif self.calibration == "off":
@@ -117,6 +127,7 @@ class SAMNER(ConfiguredProgram):
             )
             trace.add(typed.record)
             labels = typed.label_of
+            probabilities = [typed.probabilities]
         else:
             mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"])
             trace.add(mediated.record)
@@ -126,10 +137,39 @@ class SAMNER(ConfiguredProgram):
             )
             trace.add(calibrated.record)
             labels = calibrated.label_of
+            probabilities = [mediated.probabilities, calibrated.probabilities]
 
         entities = [
-            Entity(span.text, labels[span.text], span.start, span.end, archetypes.get(span.text), candidate.sources)
+            Entity(
+                span.text,
+                labels[span.text],
+                span.start,
+                span.end,
+                archetypes.get(span.text),
+                candidate.sources,
+                combine(
+                    discovery_evidence(candidate.sources, mention_key(candidate.surface) in consensus.verified),
+                    (p.get(span.text) for p in probabilities),
+                ),
+            )
             for span, candidate in located
             if span.text in labels
         ]
-        return dspy.Prediction(entities=entities, trace=trace)
+        if self.threshold:
+            entities = self._apply_threshold(entities, trace)
+        return SamnerPrediction(text=text, entities=entities, trace=trace)
+
+    def _apply_threshold(self, entities: list[Entity], trace: Trace) -> list[Entity]:
+        """Keep entities scoring at least the threshold; every drop is traced with its score."""
+        record = trace.add(StageRecord("confidence", inputs={"threshold": self.threshold}))
+        kept = []
+        for entity in entities:
+            if entity.score is not None and entity.score < self.threshold:
+                record.drop(
+                    f"{entity.text} [{entity.start}:{entity.end}] (score {entity.score:.4f})",
+                    f"score below the threshold {self.threshold}",
+                )
+            else:
+                kept.append(entity)
+        record.outputs = {"scores": {f"{e.text} [{e.start}:{e.end}]": e.score for e in entities}}
+        return kept

@@ -27,14 +27,22 @@ class StageBackend:
     model: str
     api_base: str | None = None
     structured_output: str = "json_schema"
+    logprobs: bool = False
+    """Ask for token log-probabilities (they feed entity scores). Off where the server cannot give them: the
+    embedded llama.cpp server runs without ``logits_all`` and fails such requests; turned off for good after a
+    request that asked for them failed."""
 
     def request_config(self, json_schema: dict[str, Any] | None, name: str) -> dict[str, Any]:
-        """Per-request LM kwargs that ask the server to decode only replies valid under ``json_schema``."""
+        """Per-request LM kwargs: a decoding constraint from ``json_schema``, and logprobs where supported."""
+        extra: dict[str, Any] = {"logprobs": True} if self.logprobs else {}
         if json_schema is None or self.structured_output == "none":
-            return {}
+            return extra
         if self.structured_output == "llama_cpp":
-            return {"response_format": {"type": "json_object", "schema": json_schema}}
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}}
+            return {"response_format": {"type": "json_object", "schema": json_schema}, **extra}
+        return {
+            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}},
+            **extra,
+        }
 
     def unreachable(self, reason: object) -> EndpointUnreachableError:
         return EndpointUnreachableError(self.api_base or self.model, self.stage, str(reason))
@@ -153,6 +161,12 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
         backends[stage] = StageBackend(
-            stage, build_lm(endpoint, config.cache), endpoint.model, endpoint.api_base, dialect
+            stage,
+            build_lm(endpoint, config.cache),
+            endpoint.model,
+            endpoint.api_base,
+            dialect,
+            # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked.
+            logprobs=dialect == "json_schema",
         )
     return backends

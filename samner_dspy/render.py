@@ -11,7 +11,7 @@ from samner_dspy.types import Entity
 
 def entities_table(entities: list[Entity]) -> Table:
     table = Table(title="Entities", show_lines=False)
-    for column in ("text", "label", "archetype", "start", "end", "found by"):
+    for column in ("text", "label", "archetype", "start", "end", "found by", "score"):
         table.add_column(column)
     for entity in entities:
         table.add_row(
@@ -21,6 +21,7 @@ def entities_table(entities: list[Entity]) -> Table:
             str(entity.start),
             str(entity.end),
             "+".join(entity.sources),
+            "-" if entity.score is None else f"{entity.score:.2f}",
         )
     return table
 

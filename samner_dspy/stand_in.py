@@ -56,17 +56,25 @@ class Reply:
     """How to answer one request instead of the default: a fault scripted by a test."""
 
     content: str | None = None
-    """The message content; None sends the default answer."""
+    """The message content; None sends the default answer. With an error ``status``, the error message."""
     status: int = 200
     finish_reason: str = "stop"
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     hang_up: bool = False
     """Close the connection without answering, as a crashing server does."""
+    logprobs: tuple[tuple[str, float], ...] | None = None
+    """Token log-probabilities to send as ``choices[0].logprobs.content``, as vLLM does when asked."""
 
 
 Script = Callable[[dict[str, Any], int], Reply | None]
 """Given a request and its number (0, 1, ... in arrival order), a :class:`Reply`, or None for the default."""
+
+
+def _logprobs_payload(tokens: tuple[tuple[str, float], ...] | None) -> dict[str, Any] | None:
+    if tokens is None:
+        return None
+    return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in tokens]}
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -111,7 +119,8 @@ class Recorder(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if reply.status != 200:
-            error = {"message": f"stand-in fault: HTTP {reply.status}", "type": "stand_in", "code": reply.status}
+            message = reply.content or f"stand-in fault: HTTP {reply.status}"  # content: the error message
+            error = {"message": message, "type": "stand_in", "code": reply.status}
             self._send({"error": error}, reply.status, reply.headers)
             return
         content = default_reply(request) if reply.content is None else reply.content
@@ -128,6 +137,7 @@ class Recorder(BaseHTTPRequestHandler):
                         "index": 0,
                         "message": {"role": "assistant", "content": content},
                         "finish_reason": reply.finish_reason,
+                        "logprobs": _logprobs_payload(reply.logprobs),
                     }
                 ],
                 "usage": {"prompt_tokens": 10, "completion_tokens": spent, "total_tokens": 10 + spent},

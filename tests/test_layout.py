@@ -11,6 +11,8 @@ FORBIDDEN = {
     "samner_dspy": ("samner_dspy.programs", "samner_dspy.evals", "samner_dspy.signatures", "samner_dspy.training"),
     # Training sits beside evals: it may use programs, signatures and the core, never evals or the CLI.
     "samner_dspy/training": ("samner_dspy.evals", "samner_dspy.cli"),
+    # Corpus scale sits beside them too: programs and the core, never evals or the CLI.
+    "samner_dspy/scale": ("samner_dspy.evals", "samner_dspy.cli"),
 }
 # The package root re-exports SAMNER lazily, and the CLI sits on top of everything.
 EXEMPT = {"samner_dspy/__init__.py", "samner_dspy/cli.py"}

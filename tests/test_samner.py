@@ -150,7 +150,15 @@ def test_predict_entities_gives_plain_dicts():
     )
     found = SAMNER(lms=lms).predict_entities("Ada codes.", ["person"])
     assert found == [
-        {"text": "Ada", "label": "person", "start": 0, "end": 3, "archetype": "Person", "sources": ["anchor"]}
+        {
+            "text": "Ada",
+            "label": "person",
+            "start": 0,
+            "end": 3,
+            "archetype": "Person",
+            "sources": ["anchor"],
+            "score": 0.75,  # the anchor alone, no logprobs: the evidence term only
+        }
     ]
 
 

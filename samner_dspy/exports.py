@@ -1,0 +1,168 @@
+"""Results in the formats other tools read: GLiNER-style dicts, CoNLL BIO, Label Studio pre-annotations.
+
+Every writer here has a reader, so a tool's edits can come back and tests can check a round trip. spaCy
+``Doc``/``DocBin`` output lives in :mod:`samner_dspy.spacy_docs` (spaCy is an optional extra).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from samner_dspy.errors import SamnerError
+from samner_dspy.types import Entity
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+"""BIO tokens: runs of word characters, and every other non-space character on its own."""
+LABEL_STUDIO_FROM = "label"
+LABEL_STUDIO_TO = "text"
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """One annotated text as ``samner annotate -o`` writes it: the text, its entities, and the trace."""
+
+    text: str
+    entities: tuple[Entity, ...]
+    index: int = 0
+    trace: dict[str, Any] | None = field(default=None, compare=False)
+
+
+def entity_from_dict(data: dict[str, Any]) -> Entity:
+    """An :class:`Entity` from :meth:`Entity.to_dict` output (extra keys are ignored)."""
+    return Entity(
+        data["text"],
+        data["label"],
+        int(data["start"]),
+        int(data["end"]),
+        data.get("archetype"),
+        tuple(data.get("sources") or ()),
+        data.get("score"),
+    )
+
+
+def read_results(path: str | Path) -> Iterator[Annotated]:
+    """Records of an annotate output (JSON Lines with ``text``, ``entities``, ``trace``); torn lines skipped."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a last line torn by a kill: annotate redoes that input on resume
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SamnerError(f"{path}, line {number + 1}: expected an object with 'text' and 'entities'")
+            yield Annotated(
+                record["text"],
+                tuple(entity_from_dict(e) for e in record.get("entities") or []),
+                int(record.get("index", number)),
+                record.get("trace"),
+            )
+
+
+# --- GLiNER-style dicts ------------------------------------------------------------------------------------
+
+
+def to_gliner(item: Annotated) -> list[dict[str, Any]]:
+    """What ``GLiNER.predict_entities`` returns: ``text``, ``label``, ``start``, ``end``, ``score``."""
+    return [{"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": e.score} for e in item.entities]
+
+
+def from_gliner(text: str, spans: Iterable[dict[str, Any]], index: int = 0) -> Annotated:
+    return Annotated(text, tuple(entity_from_dict(span) for span in spans), index)
+
+
+# --- CoNLL BIO ---------------------------------------------------------------------------------------------
+
+
+def tokenize(text: str) -> list[tuple[int, int]]:
+    """Token offsets of ``text`` under :data:`TOKEN`."""
+    return [match.span() for match in TOKEN.finditer(text)]
+
+
+def bio_tags(text: str, entities: Iterable[Entity]) -> tuple[list[tuple[int, int]], list[str], list[Entity]]:
+    """IOB2 tags over :func:`tokenize`, and the entities the tags could not hold.
+
+    Policy for a span that cuts a token: it takes every token it touches (``Paris`` inside ``Parisian`` tags
+    the whole token). An entity whose tokens another, earlier-starting (then longer) entity already holds, or
+    that touches no token, is left out and returned so the caller can report it.
+    """
+    tokens = tokenize(text)
+    tags = ["O"] * len(tokens)
+    left_out: list[Entity] = []
+    for entity in sorted(entities, key=lambda e: (e.start, -(e.end - e.start))):
+        covered = [i for i, (start, end) in enumerate(tokens) if start < entity.end and end > entity.start]
+        if not covered or any(tags[i] != "O" for i in covered):
+            left_out.append(entity)
+            continue
+        tags[covered[0]] = f"B-{entity.label}"
+        for i in covered[1:]:
+            tags[i] = f"I-{entity.label}"
+    return tokens, tags, left_out
+
+
+def entities_from_bio(text: str, tokens: list[tuple[int, int]], tags: list[str]) -> list[Entity]:
+    """Entities of IOB2 ``tags`` over token offsets of ``text`` (an ``I-`` without its ``B-`` starts one)."""
+    entities: list[Entity] = []
+    begin: int | None = None
+    label = ""
+    for index, tag in enumerate([*tags, "O"]):
+        inside = tag.startswith("I-") and begin is not None and tag[2:] == label
+        if begin is not None and not inside:
+            start, end = tokens[begin][0], tokens[index - 1][1]
+            entities.append(Entity(text[start:end], label, start, end))
+            begin = None
+        if tag.startswith(("B-", "I-")) and not inside:
+            begin, label = index, tag[2:]
+    return entities
+
+
+def to_conll(items: Iterable[Annotated]) -> Iterator[str]:
+    """``token<TAB>tag`` lines, a blank line after each text (the CrossNER/CoNLL layout); ``samner eval
+    --format bio`` reads it back."""
+    for item in items:
+        tokens, tags, _ = bio_tags(item.text, item.entities)
+        for (start, end), tag in zip(tokens, tags, strict=True):
+            yield f"{item.text[start:end]}\t{tag}\n"
+        yield "\n"
+
+
+# --- Label Studio ------------------------------------------------------------------------------------------
+
+
+def to_label_studio(item: Annotated, model_version: str = "samner-dspy") -> dict[str, Any]:
+    """A Label Studio task with the entities as a pre-annotation for a ``<Labels name="label"
+    toName="text">`` over ``<Text name="text" value="$text">``; the prediction's score is the lowest entity's."""
+    scores = [e.score for e in item.entities if e.score is not None]
+    result = [
+        {
+            "id": f"e{item.index}-{n}",
+            "from_name": LABEL_STUDIO_FROM,
+            "to_name": LABEL_STUDIO_TO,
+            "type": "labels",
+            "value": {"start": e.start, "end": e.end, "text": e.text, "labels": [e.label]},
+            **({"score": e.score} if e.score is not None else {}),
+            "meta": {"archetype": e.archetype, "sources": list(e.sources)},
+        }
+        for n, e in enumerate(item.entities)
+    ]
+    prediction = {"model_version": model_version, "result": result, **({"score": min(scores)} if scores else {})}
+    return {"data": {"text": item.text, "index": item.index}, "predictions": [prediction]}
+
+
+def from_label_studio(task: dict[str, Any]) -> Annotated:
+    """A task's first prediction (or, once annotated, its first annotation) as entities."""
+    source = (task.get("annotations") or task.get("predictions") or [{}])[0]
+    entities = []
+    for region in source.get("result") or []:
+        if region.get("type") != "labels":
+            continue
+        value = region["value"]
+        meta = region.get("meta") or {}
+        entity = Entity(value["text"], value["labels"][0], value["start"], value["end"], meta.get("archetype"))
+        entities.append(replace(entity, sources=tuple(meta.get("sources") or ()), score=region.get("score")))
+    data = task["data"]
+    return Annotated(data["text"], tuple(entities), int(data.get("index", 0)))

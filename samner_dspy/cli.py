@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -108,8 +109,49 @@ def _show(console: Console, text: str, result: Any, with_trace: bool) -> None:
                 console.print(trace_table(trace))
 
 
+def annotate_on_ray(args: argparse.Namespace) -> int:
+    """``--engine ray``: the corpus through the stages as Ray Data operations (see samner_dspy.scale)."""
+    if not args.file or args.file == "-" or not args.output:
+        raise SamnerError("--engine ray needs --file (JSON Lines or Parquet, local or a URI) and --output (a folder)")
+    try:
+        import ray
+
+        from samner_dspy.scale import annotate_corpus
+    except ImportError as exc:
+        raise SamnerError(f"--engine ray needs the 'ray' extra (pip install 'samner-dspy[ray]'): {exc}") from exc
+    options: dict[str, Any] = {"use_anchor": not args.no_anchor, "use_explorer": not args.no_explorer}
+    if getattr(args, "threshold", 0.0):
+        options["threshold"] = args.threshold
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address, log_to_driver=False)
+    run = annotate_corpus(
+        args.file,
+        args.output,
+        Schema.parse_arg(args.schema),
+        args.config,
+        api_bases=args.api_base or (),
+        workers=args.workers,
+        threads=args.concurrency,
+        max_chars=args.max_chars or None,
+        overlap=args.overlap,
+        id_column=args.id_column,
+        ccr=args.ccr,
+        calibration=args.calibration,
+        **options,
+    )
+    print(
+        f"{run.written} annotated, {run.failed} failed, {run.skipped} skipped as already written, "
+        f"in {run.seconds:.1f} s; records in {args.output}/part-*.jsonl, failures in {args.output}/errors/",
+        file=sys.stderr,
+    )
+    return 1 if run.failed else 0
+
+
 def annotate(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if args.engine == "ray":
+        return annotate_on_ray(args)
 
     from samner_dspy.programs import SAMNER
 
@@ -122,6 +164,7 @@ def annotate(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         use_anchor=not args.no_anchor,
         use_explorer=not args.no_explorer,
+        threshold=args.threshold,
     )
     program.backends()  # an unreachable endpoint stops the run here, not once per input
 
@@ -166,6 +209,23 @@ def annotate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _labelled_file(args: argparse.Namespace, item: Any) -> tuple[list[str], dict[str, Schema], dict[str, list]]:
+    """``--data-file``: one data set named after the file, scored against ``--schema``."""
+    from samner_dspy.evals.datafiles import load_labelled
+
+    if not args.schema:
+        raise SamnerError("--data-file needs --schema (a JSON file of label definitions, or labels 'a,b,c')")
+    if args.fewshot:
+        raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
+    schema = Schema.parse_arg(args.schema)
+    try:
+        sentences = load_labelled(args.data_file, schema, args.format)
+    except (OSError, ValueError) as exc:
+        raise SamnerError(str(exc)) from exc
+    name = Path(args.data_file).stem
+    return [name], {name: schema}, {name: [item(name, i, s) for i, s in enumerate(sentences[: args.limit])]}
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -190,12 +250,17 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.no_cache:
         # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
         config = replace(config, cache=CachePolicy(True, str(output / "cache"), args.cache_revision))
-    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
-    items_by_domain = {
-        domain: [Item(domain, i, s) for i, s in enumerate(load_crossner(domain, args.split, args.data)[: args.limit])]
-        for domain in domains
-    }
+    if args.data_file:
+        domains, schemas, items_by_domain = _labelled_file(args, Item)
+    else:
+        domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+        schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
+        items_by_domain = {
+            domain: [
+                Item(domain, i, s) for i, s in enumerate(load_crossner(domain, args.split, args.data)[: args.limit])
+            ]
+            for domain in domains
+        }
     items = [item for domain in domains for item in items_by_domain[domain]]
     programs = {(name, domain): build_program(name, config) for name in names for domain in domains}
     if args.fewshot:
@@ -232,9 +297,63 @@ def evaluate(args: argparse.Namespace) -> int:
     command = "samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     shots = f"{args.fewshot}-shot (BootstrapFewShot demos from train)" if args.fewshot else "zero-shot"
     heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, {shots}"
-    md_path, json_path = report.write(summary, output, heading, command)
+    if args.data_file:
+        heading = f"{args.data_file}, first {args.limit} sentences, {shots}"
+    md_path, json_path = report.write(summary, output, heading, command, results)
     console.print(report.rich_table(summary))
     console.print(f"report: {md_path} and {json_path}; predictions with traces: {output}/<configuration>.jsonl")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Convert ``samner annotate -o`` output (or an eval's <configuration>.jsonl) for other tools."""
+    from samner_dspy import exports
+
+    if not Path(args.results).is_file():
+        raise SamnerError(f"results file {args.results!r} does not exist")
+    items = list(exports.read_results(args.results))
+    if args.format == "spacy":
+        if not args.output:
+            raise SamnerError("--format spacy writes a binary DocBin: give --output FILE.spacy")
+        from samner_dspy.spacy_docs import write_docbin
+
+        count = write_docbin(items, args.output, alignment=args.alignment)
+        print(f"{count} docs written to {args.output}", file=sys.stderr)
+        return 0
+    if args.format == "gliner":
+        lines = (
+            json.dumps({"index": i.index, "text": i.text, "entities": exports.to_gliner(i)}, ensure_ascii=False) + "\n"
+            for i in items
+        )
+    elif args.format == "conll":
+        lines = exports.to_conll(items)
+    else:
+        tasks = [exports.to_label_studio(item) for item in items]
+        lines = iter([json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"])
+    with Path(args.output).open("w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout) as sink:
+        sink.writelines(lines)
+    return 0
+
+
+def view(args: argparse.Namespace) -> int:
+    """One offline HTML page of annotate output; an eval's records also get gold, mistakes and the report."""
+    from samner_dspy.view import load_records, write_html
+
+    records = load_records(args.results)
+    tables: list[dict[str, Any]] = []
+    if any("gold" in record for record in records):
+        from samner_dspy.evals.review import judge, report_tables
+
+        records = [judge(record) if "gold" in record else record for record in records]
+        report = Path(args.results).with_name("report.json")
+        if report.is_file():
+            try:
+                tables = report_tables(report)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SamnerError(f"{report} is not an evaluation report: {exc}") from exc
+    output = Path(args.output or Path(args.results).with_suffix(".html"))
+    write_html(records, output, tables, title=f"samner view: {Path(args.results).name}")
+    print(f"{len(records)} texts written to {output}", file=sys.stderr)
     return 0
 
 
@@ -257,6 +376,13 @@ def embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_interval(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samner", description="Zero-shot NER by semantic archetype mediation.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -273,16 +399,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration", choices=("sentence", "entity", "off"), default="sentence")
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
+    run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
     run.add_argument("--no-trace", action="store_true", help="do not print the stage trace table")
     run.add_argument("--concurrency", type=int, default=4, help="inputs annotated at once (default 4)")
     run.add_argument("--max-chars", type=int, default=0, help="split longer inputs into overlapping windows")
     run.add_argument("--overlap", type=int, default=200, help="characters shared by neighbouring windows")
+    run.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="ray: a Ray Data pipeline (the 'ray' extra)"
+    )
+    run.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start one locally)")
+    run.add_argument("--workers", type=int, default=2, help="with --engine ray: actors per stage (default 2)")
+    run.add_argument(
+        "--api-base", action="append", help="with --engine ray: an endpoint replica; repeat to round-robin over many"
+    )
+    run.add_argument("--id-column", help="with --engine ray: the input column that keys resume (default: row number)")
     run.set_defaults(handler=annotate)
 
     ev = commands.add_parser("eval", help="evaluate on CrossNER; resumable; writes a Table 1 style report")
     ev.add_argument("--data", help="a CrossNER folder (<domain>/<split>.txt); default: the Hugging Face dataset")
     ev.add_argument("--domains", default="ai,literature,music,politics,science")
+    ev.add_argument("--data-file", help="your own labelled data instead of CrossNER (needs --schema)")
+    ev.add_argument("--format", choices=("bio", "jsonl", "docbin"), help="of --data-file (default: by extension)")
+    ev.add_argument("--schema", help="label definitions for --data-file: a JSON file, inline JSON, or 'a,b,c'")
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--limit", type=int, default=50, help="first N sentences of each domain")
     ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
@@ -296,6 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
     ev.set_defaults(handler=evaluate)
+
+    out = commands.add_parser("export", help="convert annotate output to GLiNER, CoNLL, Label Studio or spaCy")
+    out.add_argument("results", help="JSON Lines written by samner annotate -o (or an eval's <configuration>.jsonl)")
+    out.add_argument("--format", required=True, choices=("gliner", "conll", "label-studio", "spacy"))
+    out.add_argument("-o", "--output", help="where to write (default: stdout; required for spacy)")
+    out.add_argument(
+        "--alignment", choices=("expand", "contract", "strict"), default="expand", help="spaCy span alignment"
+    )
+    out.set_defaults(handler=export)
+
+    look = commands.add_parser("view", help="one offline HTML page of annotate (or eval) results")
+    look.add_argument("results", help="JSON Lines written by samner annotate -o (or an eval's <configuration>.jsonl)")
+    look.add_argument("-o", "--output", help="the HTML file to write (default: the results file with .html)")
+    look.set_defaults(handler=view)
 
     local = commands.add_parser("embedded", help="the embedded model: its file, or an OpenAI-compatible server")
     local.add_argument("action", choices=("serve", "path"))

@@ -84,3 +84,18 @@ def test_unreachable_endpoint_stops_before_the_first_input(tmp_path):
     done = annotate("some text", "--schema", "person", "--config", path, check=False)
     assert done.returncode == 2
     assert f"http://127.0.0.1:{port}/v1" in done.stderr
+
+
+def test_threshold_drops_low_scores_and_output_carries_scores(config, tmp_path):
+    output = tmp_path / "out.jsonl"
+    annotate("Ada met Zoë.", "--schema", "person", "--config", config, "-o", output, "--threshold", "0.5")
+    (record,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert record["entities"] and all(0.5 <= e["score"] <= 1.0 for e in record["entities"])
+    assert any(stage["stage"] == "confidence" for stage in record["trace"]["stages"])
+    output.unlink()
+    annotate("Ada met Zoë.", "--schema", "person", "--config", config, "-o", output, "--threshold", "1")
+    (record,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    # The stand-in returns no logprobs and both extractors agree on "Ada": evidence alone scores it 1.0.
+    assert [e["text"] for e in record["entities"]] == ["Ada"]
+    refused = annotate("Ada.", "--schema", "person", "--config", config, "--threshold", "2", check=False)
+    assert refused.returncode == 2 and "between 0 and 1" in refused.stderr

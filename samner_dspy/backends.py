@@ -90,8 +90,13 @@ def _declare_self_hosted_provider() -> None:
 def wire_model(endpoint: Endpoint) -> str:
     """The model string dspy is given: ``hosted_vllm/<name>`` with an ``api_base`` goes by the unpriced route.
 
-    The request is the same either way (``"model": "<name>"`` to ``<api_base>/chat/completions``)."""
-    if endpoint.api_base and endpoint.model.startswith(SELF_HOSTED_PREFIX):
+    The request is the same either way (``"model": "<name>"`` to ``<api_base>/chat/completions``). The route
+    carries vLLM's ``json_schema`` response format only; llama.cpp's (a ``schema`` key) keeps dspy's route."""
+    if (
+        endpoint.api_base
+        and endpoint.model.startswith(SELF_HOSTED_PREFIX)
+        and endpoint.structured_output != "llama_cpp"
+    ):
         _declare_self_hosted_provider()
         return f"{SELF_HOSTED_PROVIDER}/{endpoint.model.removeprefix(SELF_HOSTED_PREFIX)}"
     return endpoint.model

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from samner_dspy.errors import SamnerError
+from samner_dspy.exports import result_record
 from samner_dspy.schema import Schema
 
 
@@ -85,17 +86,6 @@ def _done_indices(output: Path | None) -> set[int]:
         except (ValueError, KeyError, TypeError):
             continue
     return done
-
-
-def _result_record(index: int, text: str, result: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {"index": index, "text": text, "entities": [e.to_dict() for e in result.entities]}
-    if "traces" in result:  # a document: one trace per window
-        record["windows"] = result.windows
-        record["traces"] = [trace.to_dict() if trace else None for trace in result.traces]
-        record["errors"] = result.errors
-    else:
-        record["trace"] = result.trace.to_dict()
-    return record
 
 
 def _show(console: Console, text: str, result: Any, with_trace: bool) -> None:
@@ -194,7 +184,7 @@ def annotate(args: argparse.Namespace) -> int:
                     with errors_path.open("a", encoding="utf-8") as errors:
                         errors.write(json.dumps({"index": item.index, "text": item.text, "error": item.error}) + "\n")
                 continue
-            record = _result_record(item.index, item.text, item.prediction)
+            record = result_record({"index": item.index}, item.text, item.prediction)
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             sink.flush()
             if args.json:

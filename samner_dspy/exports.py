@@ -45,6 +45,20 @@ def entity_from_dict(data: dict[str, Any]) -> Entity:
     )
 
 
+def result_record(key: dict[str, Any], text: str, result: Any) -> dict[str, Any]:
+    """One output line of ``samner annotate -o`` (and of the Ray engine): what :func:`read_results` reads.
+
+    ``key`` is ``{"index": n}`` or ``{"id": ...}``; a document's result has one trace per window."""
+    record: dict[str, Any] = {**key, "text": text, "entities": [e.to_dict() for e in result.entities]}
+    if "traces" in result:
+        record["windows"] = result.windows
+        record["traces"] = [trace.to_dict() if trace else None for trace in result.traces]
+        record["errors"] = result.errors
+    else:
+        record["trace"] = result.trace.to_dict()
+    return record
+
+
 def read_results(path: str | Path) -> Iterator[Annotated]:
     """Records of an annotate output (JSON Lines with ``text``, ``entities``, ``trace``); torn lines skipped."""
     with Path(path).open(encoding="utf-8") as handle:

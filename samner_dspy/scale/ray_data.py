@@ -44,6 +44,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from samner_dspy.config import STAGES, Endpoint, SamnerConfig, resolve_config
+from samner_dspy.exports import result_record
 from samner_dspy.programs.document import annotate_document, windows
 from samner_dspy.programs.program import ConfigLike, SchemaLike, check_text
 from samner_dspy.programs.samner import SAMNER
@@ -187,14 +188,7 @@ def _failure(exc: BaseException) -> str:
 
 def _record(row: _Row, result: Any) -> dict[str, Any]:
     """The output line, as ``samner annotate -o`` writes it (``id`` instead of ``index`` when the input has one)."""
-    record: dict[str, Any] = {**row.key, "text": row.text, "entities": [e.to_dict() for e in result.entities]}
-    if "traces" in result:  # a document: one trace per window
-        record["windows"] = result.windows
-        record["traces"] = [trace.to_dict() if trace else None for trace in result.traces]
-        record["errors"] = result.errors
-    else:
-        record["trace"] = result.trace.to_dict()
-    return record
+    return result_record(row.key, row.text, result)
 
 
 class _Step:

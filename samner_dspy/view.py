@@ -16,6 +16,7 @@ from typing import Any
 
 from samner_dspy.confidence import discovery_evidence
 from samner_dspy.errors import SamnerError
+from samner_dspy.exports import result_record
 from samner_dspy.grounding import mention_key
 
 PALETTE = (
@@ -308,15 +309,7 @@ def write_html(
 
 def prediction_record(text: str, prediction: Any) -> dict[str, Any]:
     """A program's prediction as the record ``samner annotate -o`` writes (sentence or windowed document)."""
-    record: dict[str, Any] = {"index": 0, "text": text, "entities": [e.to_dict() for e in prediction.entities]}
-    if "traces" in prediction:
-        record["windows"] = [list(w) for w in prediction.windows]
-        record["traces"] = [t.to_dict() if t is not None else None for t in prediction.traces]
-        record["errors"] = list(prediction.errors)
-    else:
-        trace = prediction.get("trace")
-        record["trace"] = trace.to_dict() if trace is not None else None
-    return record
+    return result_record({"index": 0}, text, prediction)
 
 
 PAGE = """<!DOCTYPE html>

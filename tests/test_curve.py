@@ -1,6 +1,9 @@
 """Precision and recall over the score threshold, and the SVG and table the evaluation report gets."""
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
 
 from samner_dspy.evals import curve, report
 
@@ -54,3 +57,17 @@ def test_report_writes_an_svg_that_parses_and_links_it(tmp_path):
     assert "![precision-recall curve over the score threshold](pr_curve.svg)" in text
     assert "| score ≥ | SAM-NER | Direct prompting |" in text
     assert "| 0.7 | 100.0 / 50.0 | 100.0 / 50.0 |" in text
+
+
+@pytest.mark.parametrize("configuration", ["samner", "per-entity"])
+def test_on_the_committed_crossner_sample_precision_rises_with_the_threshold(configuration):
+    """The score means something on real predictions: the embedded model's committed evaluation sample."""
+    from samner_dspy.evals.runner import read_results
+
+    path = Path(__file__).parents[1] / "evals" / "results" / "qwen2.5-coder-0.5b" / f"{configuration}.jsonl"
+    records = read_results(path)
+    assert len(records) >= 25
+    points = curve.curve(records)
+    assert len(points) >= 3, "too few distinct scores to draw a curve"
+    assert points[-1].precision > points[0].precision
+    assert points[-1].recall < points[0].recall

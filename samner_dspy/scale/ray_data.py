@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextvars
 import itertools
 import json
+import math
 import os
 import pickle
 import posixpath
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -437,12 +439,29 @@ def annotate_corpus(
         for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
             if posixpath.basename(info.path).startswith(".tmp-"):
                 fs.delete_file(info.path)
+    # Actors wait on HTTP, so CPUs here are scheduling tokens: three pools of ``workers`` actors, the row-making
+    # and re-blocking tasks. A cluster with fewer than that waits forever instead of failing.
+    needed = 3 * workers * num_cpus_per_worker + 2
     if not ray.is_initialized():
-        ray.init()
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+    available = ray.cluster_resources().get("CPU", 0.0)
+    if available < needed:
+        warnings.warn(
+            f"the Ray cluster has {available:g} CPUs; {workers} workers per step at {num_cpus_per_worker:g} CPU each "
+            f"need about {needed:g}: the job may wait for resources (fewer workers, a smaller num_cpus_per_worker, "
+            "or ray.init(num_cpus=...) with more logical CPUs)",
+            stacklevel=2,
+        )
     dataset = read_corpus(input_path, text_column, id_column, filesystem)
+    # Blocks of one batch each: an actor works on one block at a time, so a large block would hold every row in
+    # one step until all of it is done instead of streaming rows on to the next step.
     steps = dataset.map_batches(
-        _to_rows, batch_format="pandas", batch_size=batch_size, fn_args=(text_column, id_column, done)
-    )
+        _to_rows,
+        batch_format="pandas",
+        batch_size=batch_size,
+        fn_args=(text_column, id_column, done),
+        num_cpus=num_cpus_per_worker,
+    ).repartition(target_num_rows_per_block=batch_size)
     for step in (_Discovery, _Mediation, _Calibration):
         steps = steps.map_batches(
             step,

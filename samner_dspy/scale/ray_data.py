@@ -440,8 +440,8 @@ def annotate_corpus(
             if posixpath.basename(info.path).startswith(".tmp-"):
                 fs.delete_file(info.path)
     # Actors wait on HTTP, so CPUs here are scheduling tokens: three pools of ``workers`` actors, the row-making
-    # and re-blocking tasks. A cluster with fewer than that waits forever instead of failing.
-    needed = 3 * workers * num_cpus_per_worker + 2
+    # tasks, and one CPU for re-blocking. A cluster with fewer than that waits forever instead of failing.
+    needed = (3 * workers + 1) * num_cpus_per_worker + 1
     if not ray.is_initialized():
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
     available = ray.cluster_resources().get("CPU", 0.0)

@@ -125,10 +125,15 @@ def build_lm(endpoint: Endpoint, cache: CachePolicy) -> dspy.LM:
 
 
 def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, naming the URL, when an OpenAI-compatible server does not answer ``GET /models``."""
+    """Fail fast, naming the URL, when an OpenAI-compatible server does not answer ``GET /models``.
+
+    A server that takes the connection but is slow to answer is busy, not unreachable (llama.cpp's single slot
+    holds ``/models`` while it decodes): the stage's own requests wait for it under their own timeout."""
     url = api_base.rstrip("/") + "/models"
     try:
         response = httpx.get(url, timeout=timeout_s)
+    except httpx.ReadTimeout:
+        return
     except httpx.HTTPError as exc:
         raise EndpointUnreachableError(api_base, stage, f"{type(exc).__name__}: {exc}") from exc
     if response.status_code >= 500:

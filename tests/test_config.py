@@ -3,7 +3,7 @@ import socket
 import pytest
 
 from samner_dspy import SAMNER, ConfigError, Endpoint, EndpointUnreachableError, SamnerConfig
-from samner_dspy.backends import build_lm, revision_key
+from samner_dspy.backends import build_lm, check_reachable, revision_key
 from samner_dspy.config import CachePolicy, resolve_config
 
 
@@ -121,3 +121,14 @@ def test_unreachable_endpoint_error_names_its_url():
     with pytest.raises(EndpointUnreachableError, match=f"anchor endpoint at {url}") as caught:
         program("Ada Lovelace wrote notes.", ["person"])
     assert caught.value.url == url
+
+
+def test_a_busy_server_is_reachable_and_a_closed_port_is_not():
+    """llama.cpp's single slot holds GET /models while it decodes: connected but slow is busy, not unreachable."""
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "anchor", timeout_s=0.3)
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(EndpointUnreachableError, match=url):
+        check_reachable(url, "anchor", timeout_s=0.3)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from samner_dspy.exports import entities_from_bio
 from samner_dspy.schema import CROSSNER_DOMAINS, crossner_label_name
 
 HF_DATASET = "DFKI-SLT/cross_ner"
@@ -43,22 +44,12 @@ def bio_sentence(
     tokens: list[str], tags: list[str], label_name: Callable[[str], str] = crossner_label_name
 ) -> Sentence:
     """Join tokens with single spaces and turn BIO runs into character spans labelled ``label_name(tag)``."""
-    starts, cursor = [], 0
+    offsets, cursor = [], 0
     for token in tokens:
-        starts.append(cursor)
+        offsets.append((cursor, cursor + len(token)))
         cursor += len(token) + 1
     text = " ".join(tokens)
-    entities: list[GoldEntity] = []
-    begin: int | None = None
-    label = ""
-    for index, tag in enumerate([*tags, "O"]):
-        inside = tag.startswith("I-") and begin is not None and tag[2:] == label
-        if begin is not None and not inside:
-            end = starts[index - 1] + len(tokens[index - 1])
-            entities.append(GoldEntity(text[starts[begin] : end], label_name(label), starts[begin], end))
-            begin = None
-        if tag.startswith(("B-", "I-")) and not inside:
-            begin, label = index, tag[2:]
+    entities = [GoldEntity(e.text, label_name(e.label), e.start, e.end) for e in entities_from_bio(text, offsets, tags)]
     return Sentence(tuple(tokens), tuple(tags), text, tuple(entities))
 
 

@@ -109,9 +109,6 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
         from samner_dspy.scale import annotate_corpus
     except ImportError as exc:
         raise SamnerError(f"--engine ray needs the 'ray' extra (pip install 'samner-dspy[ray]'): {exc}") from exc
-    options: dict[str, Any] = {"use_anchor": not args.no_anchor, "use_explorer": not args.no_explorer}
-    if getattr(args, "threshold", 0.0):
-        options["threshold"] = args.threshold
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=False)
     run = annotate_corpus(
@@ -127,7 +124,9 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         ccr=args.ccr,
         calibration=args.calibration,
-        **options,
+        use_anchor=not args.no_anchor,
+        use_explorer=not args.no_explorer,
+        threshold=args.threshold,
     )
     print(
         f"{run.written} annotated, {run.failed} failed, {run.skipped} skipped as already written, "

@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dspy
 
@@ -84,6 +84,12 @@ class ConfiguredProgram(dspy.Module):
             if self._backends is None:
                 self._backends = build_backends(self.config, self.lms)
             return self._backends
+
+    def use_backends(self, backends: dict[str, StageBackend]) -> Self:
+        """Run on these backends instead of the configured ones (the Ray request rounds record requests)."""
+        with _BACKENDS_LOCK:
+            self._backends = backends
+        return self
 
     def batch(
         self,

@@ -15,9 +15,11 @@ from typing import Any
 
 from rich.console import Console
 
+from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.exports import result_record
 from samner_dspy.schema import Schema
+from samner_dspy.training.serve import ANCHOR_ADAPTER
 
 
 def _lines(args: argparse.Namespace) -> Iterator[str]:
@@ -109,19 +111,40 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
         from samner_dspy.scale import annotate_corpus
     except ImportError as exc:
         raise SamnerError(f"--engine ray needs the 'ray' extra (pip install 'samner-dspy[ray]'): {exc}") from exc
+    config, llm = args.config, None
+    if args.engine == "ray-vllm":
+        from samner_dspy.scale import VllmEngine
+
+        if args.api_base:
+            raise SamnerError("--api-base is for --engine ray; with --engine ray-vllm the engines answer every request")
+
+        llm = VllmEngine.for_adapters(
+            args.explorer,
+            args.archetype,
+            anchor=args.anchor,
+            base_model=args.base_model,
+            max_lora_rank=args.max_lora_rank,
+            download=args.download,
+            replicas=args.replicas,
+            tensor_parallel_size=args.tensor_parallel_size,
+            accelerator_type=args.accelerator_type,
+        )
+        config = config or SamnerConfig.vllm(base_model=args.base_model)
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=False)
     run = annotate_corpus(
         args.file,
         args.output,
         Schema.parse_arg(args.schema),
-        args.config,
+        config,
+        llm=llm,
         api_bases=args.api_base or (),
         workers=args.workers,
         threads=args.concurrency,
         max_chars=args.max_chars or None,
         overlap=args.overlap,
         id_column=args.id_column,
+        output_format=args.output_format,
         ccr=args.ccr,
         calibration=args.calibration,
         use_anchor=not args.no_anchor,
@@ -130,7 +153,8 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
     )
     print(
         f"{run.written} annotated, {run.failed} failed, {run.skipped} skipped as already written, "
-        f"in {run.seconds:.1f} s; records in {args.output}/part-*.jsonl, failures in {args.output}/errors/",
+        f"in {run.seconds:.1f} s; records in {args.output}/part-*.{args.output_format}, "
+        f"failures in {args.output}/errors/",
         file=sys.stderr,
     )
     return 1 if run.failed else 0
@@ -139,7 +163,7 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
 def annotate(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    if args.engine == "ray":
+    if args.engine in ("ray", "ray-vllm"):
         return annotate_on_ray(args)
 
     from samner_dspy.programs import SAMNER
@@ -395,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-chars", type=int, default=0, help="split longer inputs into overlapping windows")
     run.add_argument("--overlap", type=int, default=200, help="characters shared by neighbouring windows")
     run.add_argument(
-        "--engine", choices=("local", "ray"), default="local", help="ray: a Ray Data pipeline (the 'ray' extra)"
+        "--engine",
+        choices=("local", "ray", "ray-vllm"),
+        default="local",
+        help="ray: a Ray Data pipeline over OpenAI-compatible endpoints; ray-vllm: over vLLM engines in the Ray "
+        "workers' GPUs (the 'ray' extra, and vLLM on the GPU nodes)",
     )
     run.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start one locally)")
     run.add_argument("--workers", type=int, default=2, help="with --engine ray: actors per stage (default 2)")
@@ -403,6 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-base", action="append", help="with --engine ray: an endpoint replica; repeat to round-robin over many"
     )
     run.add_argument("--id-column", help="with --engine ray: the input column that keys resume (default: row number)")
+    run.add_argument(
+        "--output-format", choices=("jsonl", "parquet"), default="jsonl", help="with --engine ray: the part files"
+    )
+    engine = run.add_argument_group("with --engine ray-vllm (the LoRAs as for samner serve)")
+    engine.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    engine.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
+    engine.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
+    engine.add_argument("--anchor", default=ANCHOR_ADAPTER, help="a folder or hub id")
+    engine.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
+    engine.add_argument("--download", action="store_true", help="download hub adapters missing from the local cache")
+    engine.add_argument("--replicas", type=int, default=1, help="vLLM engines (each --tensor-parallel-size GPUs)")
+    engine.add_argument("--tensor-parallel-size", type=int, default=1)
+    engine.add_argument("--accelerator-type", help="the GPU type the engines need, e.g. H100")
     run.set_defaults(handler=annotate)
 
     ev = commands.add_parser("eval", help="evaluate on CrossNER; resumable; writes a Table 1 style report")

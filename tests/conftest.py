@@ -59,3 +59,25 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     if line := summary():
         terminalreporter.write_line(f"reliability: {line}")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One small local Ray cluster per test module: 2 CPUs, a 200 MB object store, no dashboard."""
+    import importlib.util
+
+    require(importlib.util.find_spec("ray") is not None, "ray (the 'ray' extra)")
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

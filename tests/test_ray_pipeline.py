@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 
 from samner_dspy import SAMNER, SamnerConfig
 from samner_dspy.stand_in import Recorder, Reply, stand_in_server
-from tests.conftest import require
 
 SCHEMA = ["person", "city"]
 TEXTS = [f"Zoë Müller {i} flew from Berlin to São Paulo with Ada Lovelace." for i in range(6)]
@@ -19,29 +17,23 @@ LONG = " ".join(f"Ada Lovelace {i} met Charles Babbage in London." for i in rang
 FAIL = "Nobody FAILS here, the server does."
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One small local Ray cluster for the module: 2 CPUs, a 200 MB object store, no dashboard."""
-    require(importlib.util.find_spec("ray") is not None, "ray (the 'ray' extra)")
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
-
-
 def write_jsonl(path: Path, texts: list[str]) -> Path:
     path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     return path
+
+
+def embedded_config(api_base: str) -> dict:
+    """The embedded model's server as an OpenAI-compatible endpoint, with room for queued requests."""
+    return {
+        "defaults": {
+            "api_base": api_base,
+            "model": "openai/embedded",
+            "structured_output": "llama_cpp",
+            "max_tokens": 256,
+            # One llama.cpp slot serves every request in turn: the steps' requests queue there while rows stream.
+            "timeout_s": 600,
+        }
+    }
 
 
 def local_records(program: SAMNER, texts: list[str], **batch_options) -> dict[int, list[dict]]:
@@ -117,7 +109,7 @@ def test_parquet_keyed_by_an_id_column_with_long_documents_windowed(ray_session,
     texts = [TEXTS[0], LONG, TEXTS[1]]
     pq.write_table(pa.table({"doc": ["b", "a", "c"], "text": texts}), path)
     output = str(tmp_path / "out")
-    options = {"id_column": "doc", "workers": 1, "max_chars": 120, "overlap": 30}
+    options = {"id_column": "doc", "workers": 1, "max_chars": 120, "overlap": 30, "output_format": "parquet"}
     with stand_in_server() as api_base:
         config = SamnerConfig.vllm(api_base=api_base)
         run = annotate_corpus(str(path), output, SCHEMA, config, **options)
@@ -127,6 +119,11 @@ def test_parquet_keyed_by_an_id_column_with_long_documents_windowed(ray_session,
     assert {key: r["entities"] for key, r in records.items()} == {"b": local[0], "a": local[1], "c": local[2]}
     assert len(records["a"]["windows"]) > 1 and records["a"]["errors"] == []
     assert len(records["a"]["traces"]) == len(records["a"]["windows"])
+    # Parquet readers get the key, text and entities as columns.
+    table = pq.read_table(next(Path(output).glob("part-*.parquet")))
+    assert table.column_names == ["id", "text", "entities", "error", "record"]
+    for row in table.to_pylist():
+        assert row["entities"] == records[row["id"]]["entities"] and row["text"] == records[row["id"]]["text"]
 
 
 @pytest.mark.model
@@ -141,16 +138,7 @@ def test_ray_pipeline_on_the_embedded_model_equals_local_batches(ray_session, em
         "Angela Merkel met Emmanuel Macron in Paris.",
     ]
     schema = ["person", "city", "band", "album"]
-    config = {
-        "defaults": {
-            "api_base": embedded_server.api_base,
-            "model": "openai/embedded",
-            "structured_output": "llama_cpp",
-            "max_tokens": 256,
-            # One llama.cpp slot serves every request in turn: the steps' requests queue there while rows stream.
-            "timeout_s": 600,
-        }
-    }
+    config = embedded_config(embedded_server.api_base)
     items = list(SAMNER(config).batch(texts, schema, concurrency=2))
     assert all(item.ok for item in items), [item.error for item in items]
     local = {item.index: [e.to_dict() for e in item.prediction.entities] for item in items}

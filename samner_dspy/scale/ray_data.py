@@ -14,8 +14,8 @@ Each actor runs ``threads`` rows at once (the requests are I/O-bound), and sends
 the windows :func:`samner_dspy.programs.document.windows` makes, go through the steps as one row, and are
 merged as local batch annotation merges them.
 
-The output is a folder: ``part-*.jsonl`` holds one record per input (as ``samner annotate -o`` writes
-them), ``errors/part-*.jsonl`` one record per failed input with the reason. Each file is written under a
+The output is a folder: ``part-*.jsonl`` (or ``.parquet``) holds one record per input (as ``samner annotate -o``
+writes them), ``errors/part-*`` one record per failed input with the reason. Each file is written under a
 temporary name and renamed when complete, so a killed job leaves no torn file, and a rerun skips the inputs
 whose records are already written (by ``id`` column, else by row index) and retries the failed ones.
 """
@@ -50,6 +50,8 @@ from samner_dspy.exports import result_record
 from samner_dspy.programs.document import annotate_document, windows
 from samner_dspy.programs.program import ConfigLike, SchemaLike, check_text
 from samner_dspy.programs.samner import SAMNER
+from samner_dspy.scale.processors import LLMProcessor
+from samner_dspy.scale.rounds import RoundRow, request_rounds
 from samner_dspy.schema import Schema
 
 ERRORS = "errors"
@@ -273,15 +275,17 @@ class _Calibration(_Step):
     name = "calibration"
 
 
-def _to_rows(batch: pd.DataFrame, text_column: str, id_column: str | None, done: frozenset) -> pd.DataFrame:
-    """Input rows to pickled :class:`_Row` states, leaving out those an earlier run has written."""
+def _to_rows(
+    batch: pd.DataFrame, text_column: str, id_column: str | None, done: frozenset, row_type: type = _Row
+) -> pd.DataFrame:
+    """Input rows to pickled ``row_type`` states, leaving out those an earlier run has written."""
     key_column = id_column or "index"
     states = []
     for key, text in zip(batch[key_column], batch[text_column], strict=True):
         key = key.item() if hasattr(key, "item") else key
         if key in done:
             continue
-        states.append(pickle.dumps(_Row({"id" if id_column else "index": key}, text)))
+        states.append(pickle.dumps(row_type({"id" if id_column else "index": key}, text)))
     return pd.DataFrame({"state": states}, dtype=object)
 
 
@@ -332,44 +336,90 @@ def read_corpus(
     return ray.data.from_arrow(table)
 
 
-def _lines(fs: pafs.FileSystem, folder: str) -> Iterable[dict[str, Any]]:
+OUTPUT_FORMATS = ("jsonl", "parquet")
+
+
+def _records(fs: pafs.FileSystem, folder: str) -> Iterable[dict[str, Any]]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     except FileNotFoundError:
         return
     for info in sorted(infos, key=lambda i: i.path):
         name = posixpath.basename(info.path)
-        if info.type != pafs.FileType.File or not (name.startswith("part-") and name.endswith(".jsonl")):
+        if info.type != pafs.FileType.File or not name.startswith("part-"):
             continue
-        with fs.open_input_stream(info.path) as stream:
-            for line in stream.read().decode("utf-8").splitlines():
-                if line.strip():
-                    yield json.loads(line)
+        if name.endswith(".jsonl"):
+            with fs.open_input_stream(info.path) as stream:
+                yield from (json.loads(line) for line in stream.read().decode("utf-8").splitlines() if line.strip())
+        elif name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(info.path, columns=["record"], filesystem=fs)
+            yield from (json.loads(record) for record in table["record"].to_pylist())
 
 
 def read_output(output: str, errors: bool = False, filesystem: pafs.FileSystem | None = None) -> list[dict]:
     """Every record a job (and its reruns) wrote to ``output``, or with ``errors`` every failure."""
     fs, root = _filesystem(output, filesystem)
-    return list(_lines(fs, posixpath.join(root, ERRORS) if errors else root))
+    return list(_records(fs, posixpath.join(root, ERRORS) if errors else root))
 
 
-class JsonLinesSink(Datasink):
-    """One ``part-<uuid>.jsonl`` per write task, renamed into place when complete; failures to ``errors/``."""
+ENTITY_LIST = pa.list_(
+    pa.struct(
+        [
+            ("text", pa.string()),
+            ("label", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("archetype", pa.string()),
+            ("sources", pa.list_(pa.string())),
+            ("score", pa.float64()),
+        ]
+    )
+)
+"""An entity as :meth:`Entity.to_dict` gives it, as a Parquet column type."""
 
-    def __init__(self, output: str, filesystem: pafs.FileSystem | None = None) -> None:
+
+def _parquet_table(records: list[str]) -> pa.Table:
+    """The record's key, text and entities as columns for Parquet readers, and the whole record as JSON."""
+    parsed = [json.loads(record) for record in records]
+    key = "id" if "id" in parsed[0] else "index"
+    columns = {
+        key: [r[key] for r in parsed],
+        "text": [r["text"] for r in parsed],
+        "entities": pa.array([r.get("entities", []) for r in parsed], type=ENTITY_LIST),
+        "error": [r.get("error") for r in parsed],
+        "record": records,
+    }
+    return pa.table(columns)
+
+
+class RecordSink(Datasink):
+    """One ``part-<uuid>.jsonl`` (or ``.parquet``) per write task, renamed into place when complete; failures to
+    ``errors/``."""
+
+    def __init__(self, output: str, filesystem: pafs.FileSystem | None = None, output_format: str = "jsonl") -> None:
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {output_format!r}; choose {' or '.join(OUTPUT_FORMATS)}")
         self.fs, self.root = _filesystem(output, filesystem)
+        self.output_format = output_format
         self.written = 0
         self.failed = 0
 
     def on_write_start(self, schema: Any = None) -> None:
         self.fs.create_dir(posixpath.join(self.root, ERRORS), recursive=True)
 
-    def _put(self, folder: str, name: str, lines: list[str]) -> None:
-        if not lines:
+    def _put(self, folder: str, name: str, records: list[str]) -> None:
+        if not records:
             return
         temporary = posixpath.join(folder, f".tmp-{name}")
-        with self.fs.open_output_stream(temporary) as stream:
-            stream.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        if self.output_format == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(_parquet_table(records), temporary, filesystem=self.fs)
+        else:
+            with self.fs.open_output_stream(temporary) as stream:
+                stream.write("".join(record + "\n" for record in records).encode("utf-8"))
         self.fs.move(temporary, posixpath.join(folder, name))
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> tuple[int, int]:
@@ -381,7 +431,7 @@ class JsonLinesSink(Datasink):
                 continue
             for record, bad in zip(table["record"].to_pylist(), table["failed"].to_pylist(), strict=True):
                 (failed if bad else ok).append(record)
-        name = f"part-{uuid.uuid4().hex}.jsonl"
+        name = f"part-{uuid.uuid4().hex}.{self.output_format}"
         # Records first: a kill between the two leaves the failures unwritten, and a rerun retries them.
         self._put(self.root, name, ok)
         self._put(posixpath.join(self.root, ERRORS), name, failed)
@@ -419,19 +469,34 @@ def annotate_corpus(
     id_column: str | None = None,
     num_cpus_per_worker: float = 0.25,
     filesystem: pafs.FileSystem | None = None,
+    llm: LLMProcessor | None = None,
+    output_format: str = "jsonl",
     **options: Any,
 ) -> CorpusRun:
     """Annotate a corpus on the Ray cluster this process is connected to (``ray.init()`` first, or one is
     started locally). ``options`` are :class:`SAMNER`'s (``ccr``, ``calibration``, ``use_anchor``, ...);
-    ``workers`` actors per step each keep ``threads`` rows in flight."""
+    ``workers`` actors per step each keep ``threads`` rows in flight. ``output_format`` is ``jsonl`` or
+    ``parquet`` (columns: the key, ``text``, ``entities``, ``error``, and ``record``, the JSON line).
+
+    With ``llm`` (a :class:`~samner_dspy.scale.processors.VllmEngine` or
+    :class:`~samner_dspy.scale.processors.HttpEndpoint`) the stages' requests become rows answered by that Ray
+    Data LLM processor, in rounds (:mod:`samner_dspy.scale.rounds`); ``api_bases`` and ``threads`` then do not
+    apply, and the configuration's endpoints are only read for model names and sampling settings."""
     started = time.perf_counter()
     schema = Schema.coerce(schema)
     api_bases = tuple(api_bases)
-    served = _served(resolve_config(config), api_bases[0] if api_bases else None)
+    if llm is not None and api_bases:
+        raise ValueError("api_bases round-robins HTTP endpoints; with llm= the processor answers every request")
+    RecordSink(output, filesystem, output_format)  # an unknown format fails before anything runs
+    resolved = resolve_config(config)
+    served = resolved if llm is not None else _served(resolved, api_bases[0] if api_bases else None)
     spec = Spec(served, schema, dict(options), api_bases, max_chars, overlap, threads)
     SAMNER(spec.config, **spec.options)  # invalid options fail here, not in every worker
-    for program in spec.programs():
-        program.backends()  # an unreachable endpoint stops the job here, not once per input
+    if llm is not None:
+        llm.check(spec.config)
+    else:
+        for program in spec.programs():
+            program.backends()  # an unreachable endpoint stops the job here, not once per input
     key = "id" if id_column else "index"
     done = frozenset(record[key] for record in read_output(output, filesystem=filesystem) if key in record)
     fs, root = _filesystem(output, filesystem)
@@ -459,18 +524,21 @@ def annotate_corpus(
         _to_rows,
         batch_format="pandas",
         batch_size=batch_size,
-        fn_args=(text_column, id_column, done),
+        fn_args=(text_column, id_column, done, _Row if llm is None else RoundRow),
         num_cpus=num_cpus_per_worker,
     ).repartition(target_num_rows_per_block=batch_size)
-    for step in (_Discovery, _Mediation, _Calibration):
-        steps = steps.map_batches(
-            step,
-            fn_constructor_args=(spec,),
-            batch_format="pandas",
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=num_cpus_per_worker,
-        )
-    sink = JsonLinesSink(output, filesystem)
+    if llm is not None:
+        steps = request_rounds(steps, spec, llm, workers, batch_size, num_cpus_per_worker)
+    else:
+        for step in (_Discovery, _Mediation, _Calibration):
+            steps = steps.map_batches(
+                step,
+                fn_constructor_args=(spec,),
+                batch_format="pandas",
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=num_cpus_per_worker,
+            )
+    sink = RecordSink(output, filesystem, output_format)
     steps.write_datasink(sink)
     return CorpusRun(len(done), sink.written, sink.failed, time.perf_counter() - started)

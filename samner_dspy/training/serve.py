@@ -155,6 +155,20 @@ def check_adapters(
     return max_lora_rank, warnings
 
 
+def checked_adapters(
+    sources: dict[str, str],
+    base_model: str,
+    max_lora_rank: int | None = None,
+    check_base: bool = True,
+    download: bool = False,
+    hub_cache: str | None = None,
+) -> tuple[list[Adapter], int, list[str]]:
+    """The adapters (served name -> folder or hub id) found and checked, the LoRA rank to serve with, warnings."""
+    adapters = [inspect_adapter(n, s, resolve_adapter(n, s, download, hub_cache)) for n, s in sources.items()]
+    rank, warnings = check_adapters(adapters, base_model, max_lora_rank, check_base)
+    return adapters, rank, warnings
+
+
 def config_toml(api_base: str, base_model: str) -> str:
     """The program's configuration for this server, as a TOML file :meth:`SamnerConfig.from_toml` reads."""
     config = SamnerConfig.vllm(api_base, base_model)
@@ -188,8 +202,7 @@ def plan(
 ) -> ServePlan:
     """Check the adapters and build the vLLM command and the matching configuration."""
     sources = {"anchor": anchor, "explorer": explorer, "archetype": archetype}
-    adapters = [inspect_adapter(n, s, resolve_adapter(n, s, download, hub_cache)) for n, s in sources.items()]
-    rank, warnings = check_adapters(adapters, base_model, max_lora_rank, check_base)
+    adapters, rank, warnings = checked_adapters(sources, base_model, max_lora_rank, check_base, download, hub_cache)
     command = ["vllm", "serve", base_model, "--host", host, "--port", str(port), "--enable-lora", "--lora-modules"]
     command += [f"{adapter.name}={adapter.path}" for adapter in adapters]
     command += ["--max-lora-rank", str(rank), "--max-loras", str(len(adapters))]

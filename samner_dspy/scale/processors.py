@@ -20,7 +20,6 @@ from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
 from samner_dspy.training.serve import ANCHOR_ADAPTER, checked_adapters
 
-REPLY_COLUMNS = ("text", "prompt_tokens", "completion_tokens", "error")
 _PASSED = ("row_id", "key")
 
 
@@ -57,8 +56,9 @@ class VllmEngine:
     """Ray Data's vLLM engine processor: the base model and the stages' LoRAs loaded in the GPU workers.
 
     ``adapters`` maps the served names the configuration uses (``anchor``, ``explorer``, ``archetype``) to
-    LoRA folders present on every GPU node, or Hugging Face ids; a request for any other name runs on the base
-    model (the calibrator). ``replicas`` engines, each ``tensor_parallel_size`` GPUs of ``accelerator_type``.
+    LoRA folders present on every GPU node, or Hugging Face ids; requests naming ``base_model`` (the
+    calibrator's) run on the base model. ``replicas`` engines, each ``tensor_parallel_size`` GPUs of
+    ``accelerator_type``.
     """
 
     base_model: str

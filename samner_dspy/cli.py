@@ -15,11 +15,11 @@ from typing import Any
 
 from rich.console import Console
 
-from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
+from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.exports import result_record
 from samner_dspy.schema import Schema
-from samner_dspy.training.serve import ANCHOR_ADAPTER
+from samner_dspy.training.commands import add_adapter_arguments
 
 
 def _lines(args: argparse.Namespace) -> Iterator[str]:
@@ -435,14 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-format", choices=("jsonl", "parquet"), default="jsonl", help="with --engine ray: the part files"
     )
     engine = run.add_argument_group("with --engine ray-vllm (the LoRAs as for samner serve)")
-    engine.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
-    engine.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
-    engine.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
-    engine.add_argument("--anchor", default=ANCHOR_ADAPTER, help="a folder or hub id")
-    engine.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
-    engine.add_argument("--download", action="store_true", help="download hub adapters missing from the local cache")
+    add_adapter_arguments(engine)
     engine.add_argument("--replicas", type=int, default=1, help="vLLM engines (each --tensor-parallel-size GPUs)")
-    engine.add_argument("--tensor-parallel-size", type=int, default=1)
     engine.add_argument("--accelerator-type", help="the GPU type the engines need, e.g. H100")
     run.set_defaults(handler=annotate)
 

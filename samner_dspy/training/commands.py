@@ -114,6 +114,20 @@ def serve(args: argparse.Namespace) -> int:
     return serving.launch(serve_plan)
 
 
+def add_adapter_arguments(parser: Any) -> None:
+    """The base model and the three LoRAs, as ``samner serve`` and ``samner annotate --engine ray-vllm`` take them."""
+    from samner_dspy.config import DEFAULT_BASE_MODEL
+    from samner_dspy.training.serve import ANCHOR_ADAPTER
+
+    parser.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
+    parser.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
+    parser.add_argument("--anchor", default=ANCHOR_ADAPTER, help="a folder or hub id")
+    parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    parser.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--download", action="store_true", help="download hub adapters missing from the local cache")
+
+
 def add_commands(commands: Any) -> None:
     """Register the three subcommands on ``samner``'s subparsers."""
     from samner_dspy.config import DEFAULT_BASE_MODEL
@@ -164,19 +178,13 @@ def add_commands(commands: Any) -> None:
     fit.set_defaults(handler=train_adapter)
 
     srv = commands.add_parser("serve", help="check the adapters, write and launch the vLLM server and its config")
-    srv.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
-    srv.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
-    srv.add_argument("--anchor", default="zjunlp/llama3-8b-iepile-lora", help="a folder or hub id")
-    srv.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    add_adapter_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (add --api-key after --)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
-    srv.add_argument("--tensor-parallel-size", type=int, default=1)
     srv.add_argument("--gpu-memory-utilization", type=float)
     srv.add_argument("--max-model-len", type=int)
     srv.add_argument("--output-dir", default="serve", help="where vllm-serve.sh and samner.toml are written")
     srv.add_argument("--dry-run", action="store_true", help="print the command and the configuration; start nothing")
-    srv.add_argument("--download", action="store_true", help="download hub adapters missing from the local cache")
     srv.add_argument("--skip-base-check", action="store_true", help="warn instead of failing on a base-model mismatch")
     srv.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM options, passed through")
     srv.set_defaults(handler=serve)

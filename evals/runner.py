@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -17,6 +16,8 @@ from samner_dspy.errors import EndpointRequestError
 from samner_dspy.evals.crossner import Sentence
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
+from samner_dspy.records import RecordWriter, read_records, result_record
+from samner_dspy.records import done_keys as _done
 from samner_dspy.schema import Schema
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "direct": {},
     "per-entity": {"ccr": "verify", "calibration": "entity"},
 }
+ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
+"""``samner eval --ablations``: the full program and the paper's four ablations."""
 TITLES = {
     "samner": "SAM-NER",
     "no-anchor": "w/o anchor",
@@ -62,28 +65,16 @@ class Item:
 
 
 def done_keys(path: Path) -> set[str]:
-    """Keys already written; a torn last line (a killed run) is ignored and its sentence redone."""
-    if not path.is_file():
-        return set()
-    keys = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            keys.add(json.loads(line)["key"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return keys
+    """Sentence keys already written; a torn last line (a killed run) is ignored and its sentence redone."""
+    return _done(path, "key")
 
 
 def _record(item: Item, result: Any) -> dict[str, Any]:
+    record = result_record({"key": item.key, "domain": item.domain, "index": item.index}, item.sentence.text, result)
     return {
-        "key": item.key,
-        "domain": item.domain,
-        "index": item.index,
-        "text": item.sentence.text,
+        **record,
         "tokens": list(item.sentence.tokens),
         "gold": [[e.start, e.end, e.label] for e in item.sentence.entities],
-        "entities": [e.to_dict() for e in result.entities],
-        "trace": result.trace.to_dict(),
     }
 
 
@@ -104,11 +95,8 @@ def run(
     todo = [item for item in items if item.key not in written]
     if not todo:
         return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
-    with output.open("a", encoding="utf-8") as sink:
-        if sink.tell() and not output.read_bytes().endswith(b"\n"):
-            sink.write("\n")  # seal a line torn by a kill so the next record starts clean
+    with RecordWriter(output) as sink:
 
         def annotate(item: Item) -> None:
             try:
@@ -119,12 +107,11 @@ def run(
                 # is left for the rerun and the others go on. An unreachable endpoint still stops the run.
                 logger.warning("%s left for a rerun: %s", item.key, exc)
                 return
-            line = json.dumps(_record(item, result), ensure_ascii=False)
+            record = _record(item, result)
             with lock:
                 if item.key in written:  # a straggler re-run finished twice
                     return
-                sink.write(line + "\n")
-                sink.flush()
+                sink.write(record)
                 written.add(item.key)
             if on_done:
                 on_done()
@@ -136,11 +123,6 @@ def run(
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    records = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        records[record["key"]] = record
+    """An evaluation's records, one per sentence key (the last written wins), by domain and index."""
+    records = {record["key"]: record for record in read_records(path, check=False) if "key" in record}
     return sorted(records.values(), key=lambda r: (r["domain"], r["index"]))

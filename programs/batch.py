@@ -11,19 +11,28 @@ from typing import Any
 
 import dspy
 
+from samner_dspy.errors import describe
+
 
 @dataclass
 class BatchItem:
-    """One input's outcome: its prediction, or the error that stopped it (the batch goes on)."""
+    """One input's outcome: its prediction, or the exception that stopped it (the batch goes on).
+
+    ``exception`` is the exception itself (its type, attributes and traceback, for callers that handle it);
+    ``error`` its one-line description, as output files record it."""
 
     index: int
     text: str
     prediction: dspy.Prediction | None = None
-    error: str | None = None
+    exception: Exception | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.exception is None else describe(self.exception)
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.exception is None
 
 
 def ordered_map(
@@ -41,7 +50,7 @@ def ordered_map(
         try:
             return BatchItem(index, text, prediction=work(text))
         except Exception as exc:  # one bad item must not end the batch
-            return BatchItem(index, text, error=f"{type(exc).__name__}: {exc}")
+            return BatchItem(index, text, exception=exc)
 
     pending: deque[Future[BatchItem]] = deque()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import dspy
 
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import discovery_evidence
 from samner_dspy.grounding import mention_key
+from samner_dspy.modes import CONSENSUS_MODES, ConsensusMode, check_mode
 from samner_dspy.programs.verifier import SpanVerifier
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Candidate
-
-ConsensusMode = Literal["rule", "verify", "off"]
-CONSENSUS_MODES: tuple[str, ...] = ("rule", "verify", "off")
 
 
 @dataclass(frozen=True)
@@ -58,13 +56,13 @@ class ConsensusRefiner(dspy.Module):
     ``verify``: they go to the anchor in one request and stay if it confirms them.
     ``off``: the plain union (the paper's "w/o CCR" ablation).
 
-    ``verified`` holds the :func:`mention_key` of every candidate the anchor confirmed: evidence for its score.
+    ``verified`` holds the :func:`mention_key` of every candidate the anchor confirmed, and ``evidence`` each
+    candidate's discovery evidence (the first factor of its score); the trace records both, with each decision.
     """
 
     def __init__(self, mode: ConsensusMode = "rule", noise_rule: NoiseRule | None = None) -> None:
         super().__init__()
-        if mode not in CONSENSUS_MODES:
-            raise ValueError(f"unknown consensus mode {mode!r}; choose one of {', '.join(CONSENSUS_MODES)}")
+        check_mode("consensus mode", mode, CONSENSUS_MODES)
         self.mode = mode
         self.noise_rule = noise_rule or NoiseRule()
         self.verifier = SpanVerifier()
@@ -85,10 +83,20 @@ class ConsensusRefiner(dspy.Module):
         kept: list[Candidate] = []
         pending: list[Candidate] = []
         verified: set[str] = set()
+        decisions: dict[str, str] = {}  # why each mention was kept, in the rule's words (samner view shows it)
+        for candidate in anchor:
+            decisions.setdefault(mention_key(candidate.surface), "the precision-oriented anchor proposed it")
         for candidate in explorer:
-            corroborated = mention_key(candidate.surface) in anchor_keys
-            if corroborated or mode == "off" or not self.noise_rule.is_noise_prone(candidate.surface):
+            key = mention_key(candidate.surface)
+            if key in anchor_keys:
                 kept.append(candidate)
+                decisions[key] = "both extractors proposed it"
+            elif mode == "off":
+                kept.append(candidate)
+                decisions[key] = "no consensus (plain union of the extractors)"
+            elif not self.noise_rule.is_noise_prone(candidate.surface):
+                kept.append(candidate)
+                decisions[key] = f"explorer only, not noise-prone (more than {self.noise_rule.max_words} word(s))"
             else:
                 pending.append(candidate)
         if pending and mode == "verify" and verifier_backend is not None:
@@ -103,6 +111,7 @@ class ConsensusRefiner(dspy.Module):
                 if candidate.surface in verdict.confirmed:
                     kept.append(candidate)
                     verified.add(mention_key(candidate.surface))
+                    decisions[mention_key(candidate.surface)] = "the anchor confirmed it on verification"
                 elif verdict.answered:
                     record.drop(candidate.surface, "the anchor did not confirm it on verification")
                 else:
@@ -111,7 +120,13 @@ class ConsensusRefiner(dspy.Module):
             for candidate in pending:
                 record.drop(candidate.surface, "noise-prone explorer candidate without anchor corroboration")
         candidates = _merge(anchor + kept)
-        record.outputs = {"candidates": {c.surface: list(c.sources) for c in candidates}}
+        keys = {c.surface: mention_key(c.surface) for c in candidates}
+        evidence = {keys[c.surface]: discovery_evidence(c.sources, keys[c.surface] in verified) for c in candidates}
+        record.outputs = {
+            "candidates": {c.surface: list(c.sources) for c in candidates},
+            "decisions": {c.surface: decisions[mention_key(c.surface)] for c in candidates},
+            "evidence": {c.surface: evidence[mention_key(c.surface)] for c in candidates},
+        }
         if verified:  # the evidence behind these mentions' scores, for viewers and re-scoring
             record.outputs["verified"] = sorted(c.surface for c in kept if mention_key(c.surface) in verified)
-        return dspy.Prediction(candidates=candidates, verified=verified, record=record)
+        return dspy.Prediction(candidates=candidates, verified=verified, evidence=evidence, record=record)

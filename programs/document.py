@@ -11,6 +11,7 @@ import dspy
 from samner_dspy.grounding import resolve_overlaps
 from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.batch import ordered_map
+from samner_dspy.tracing import Trace, WindowTrace
 from samner_dspy.types import Entity, Span
 
 _SENTENCE_END = re.compile(r"[.!?。！？]\s+|\n\s*")
@@ -74,6 +75,11 @@ def merge_window_entities(text: str, found: list[tuple[Window, list[Entity]]]) -
     return [shifted[span] for span in kept]
 
 
+class Deferred(BaseException):
+    """A stage of this text is answered later (the Ray steps and request rounds): the text's other windows go
+    on, then the whole text is deferred. A BaseException, so no stage or batch takes it for a failure."""
+
+
 def annotate_document(
     annotate: Callable[[str], dspy.Prediction],
     text: str,
@@ -81,19 +87,26 @@ def annotate_document(
     overlap: int = 200,
     concurrency: int = 1,
 ) -> dspy.Prediction:
-    """Run ``annotate`` on every window; entities come back in document offsets, one trace per window.
-
-    A window that fails is reported in ``errors`` (with its offsets) rather than silently missing.
-    """
+    """Run ``annotate`` on every window; entities come back in document offsets, and the one trace holds each
+    window's (``trace.windows``). A window that fails is reported there, with its error, not silently missing."""
     parts = [w for w in windows(text, max_chars, overlap) if text[w.start : w.end].strip()]
-    outcomes = list(ordered_map(annotate, (text[w.start : w.end] for w in parts), concurrency))
+    deferred = []
+
+    def run(part: str) -> dspy.Prediction | None:
+        try:
+            return annotate(part)
+        except Deferred:
+            deferred.append(part)
+            return None
+
+    outcomes = list(ordered_map(run, (text[w.start : w.end] for w in parts), concurrency))
+    if deferred:
+        raise Deferred
     found = [(window, item.prediction.entities) for window, item in zip(parts, outcomes, strict=True) if item.ok]
-    return SamnerPrediction(
-        text=text,
-        entities=merge_window_entities(text, found),
-        windows=[(w.start, w.end) for w in parts],
-        traces=[item.prediction.trace if item.ok else None for item in outcomes],
-        errors=[
-            f"window {w.start}:{w.end}: {item.error}" for w, item in zip(parts, outcomes, strict=True) if not item.ok
-        ],
+    trace = Trace(
+        windows=[
+            WindowTrace(w.start, w.end, item.prediction.trace if item.ok else None, item.error)
+            for w, item in zip(parts, outcomes, strict=True)
+        ]
     )
+    return SamnerPrediction(text=text, entities=merge_window_entities(text, found), trace=trace)

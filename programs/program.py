@@ -14,11 +14,12 @@ from samner_dspy.backends import StageBackend, build_backends
 from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
 from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.batch import BatchItem, ordered_map
-from samner_dspy.programs.document import annotate_document
+from samner_dspy.programs.document import annotate_document, windows
 from samner_dspy.schema import Schema
-from samner_dspy.tracing import StageRecord
-from samner_dspy.types import Candidate, Span
+from samner_dspy.tracing import StageRecord, Trace
+from samner_dspy.types import Candidate, Entity, Span
 
 SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
 _BACKENDS_LOCK = threading.Lock()  # module-level: programs are deep-copied by optimizers, locks cannot be
@@ -63,14 +64,43 @@ def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tupl
     return [(span, owner[span]) for span in kept], record
 
 
-class ConfiguredProgram(dspy.Module):
-    """A program whose stages reach their LMs through one configuration (see :mod:`samner_dspy.config`)."""
+DEFAULT_MAX_CHARS = 2000
+"""The longest text the stages are sent in one piece: about 500 tokens, well inside a 4,096-token context with
+the instructions and definitions around it (the embedded model's); longer texts are windowed."""
 
-    def __init__(self, config: ConfigLike = None, lms: Mapping[str, dspy.BaseLM] | None = None) -> None:
+
+class ConfiguredProgram(dspy.Module):
+    """A program whose stages reach their LMs through one configuration (see :mod:`samner_dspy.config`).
+
+    Subclasses annotate one piece of text in ``forward``; calling the program checks the input, windows a long
+    text, and applies the confidence threshold, so every program gives one result shape for any input size.
+
+    Args:
+        threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
+            stage); 0 keeps all.
+        max_chars, overlap: texts longer than ``max_chars`` are split into windows sharing about ``overlap``
+            characters; ``window=False`` refuses them instead.
+    """
+
+    def __init__(
+        self,
+        config: ConfigLike = None,
+        lms: Mapping[str, dspy.BaseLM] | None = None,
+        *,
+        threshold: float = 0.0,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        overlap: int = 200,
+        window: bool = True,
+    ) -> None:
         super().__init__()
         self.config = resolve_config(config)
         self.lms = dict(lms or {})
         self._backends: dict[str, StageBackend] | None = None
+        self.threshold = check_threshold(threshold)
+        windows(" ", max_chars, overlap)  # bad window settings fail here, not on the first long text
+        self.max_chars = max_chars
+        self.overlap = overlap
+        self.window = window
 
     def __getstate__(self) -> dict[str, Any]:
         """Built backends hold API keys: pickles and copies leave them out and rebuild them from the config."""
@@ -91,20 +121,60 @@ class ConfiguredProgram(dspy.Module):
             self._backends = backends
         return self
 
+    def __call__(
+        self,
+        text: str,
+        schema: SchemaLike,
+        *,
+        threshold: float | None = None,
+        max_chars: int | None = None,
+        overlap: int | None = None,
+        window_concurrency: int = 1,
+    ) -> SamnerPrediction:
+        """Annotate ``text``, whatever its length: one result shape (``text``, ``entities``, ``trace``).
+
+        A text longer than ``max_chars`` (the program's, unless given here) is annotated in overlapping
+        windows whose traces are part of the one trace (``trace.windows``), offsets mapped back to ``text``;
+        with ``window=False`` it is refused before any request. ``threshold`` overrides the program's.
+        """
+        text = check_text(text)
+        schema = Schema.coerce(schema)
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        max_chars = max_chars or self.max_chars
+        if len(text) <= max_chars:
+            result = super().__call__(text, schema)
+        elif not self.window:
+            raise InputTextError(
+                f"the text is {len(text)} characters, more than max_chars={max_chars} that the stages are sent in one "
+                "request; let the program split it into windows (window=True), or raise max_chars if the models' "
+                "context holds more"
+            )
+        else:
+            overlap = self.overlap if overlap is None else overlap
+            result = annotate_document(
+                lambda part: super(ConfiguredProgram, self).__call__(part, schema),
+                text,
+                max_chars,
+                overlap,
+                window_concurrency,
+            )
+        if threshold:
+            result.entities = apply_threshold(result.entities, threshold, result.trace)
+        return result
+
     def batch(
         self,
         texts: Iterable[str],
         schema: SchemaLike,
         concurrency: int = 8,
         skip: Callable[[int], bool] | None = None,
-        max_chars: int | None = None,
-        overlap: int = 200,
+        **options: Any,
     ) -> Iterator[BatchItem]:
         """Annotate many texts with bounded concurrency; results stream back in input order.
 
-        A failing input yields a :class:`BatchItem` with ``error`` set and the batch goes on; ``skip``
-        leaves out indices (already done in an earlier, interrupted run); ``max_chars`` treats each text as
-        a document split into overlapping windows. dspy's per-call history is off here, so memory stays flat
+        A failing input yields a :class:`BatchItem` with its ``exception`` and the batch goes on; ``skip``
+        leaves out indices (already done in an earlier, interrupted run); ``options`` are the per-call ones
+        (``threshold``, ``max_chars``, ``overlap``). dspy's per-call history is off here, so memory stays flat
         on a corpus of any size (every result still carries its trace).
         """
         schema = Schema.coerce(schema)
@@ -112,20 +182,50 @@ class ConfiguredProgram(dspy.Module):
 
         def annotate(text: str) -> dspy.Prediction:
             with dspy.context(disable_history=True):
-                if max_chars:
-                    return self.annotate_document(text, schema, max_chars, overlap)
-                return self(text, schema)
+                return self(text, schema, **options)
 
         return ordered_map(annotate, texts, concurrency, skip)
 
     def annotate_document(
         self, text: str, schema: SchemaLike, max_chars: int = 2000, overlap: int = 200, concurrency: int = 1
     ) -> dspy.Prediction:
-        """A text of any length: overlapping windows, offsets mapped back to ``text``, duplicates merged."""
-        text = check_text(text)
-        schema = Schema.coerce(schema)
-        return annotate_document(lambda window: self(window, schema), text, max_chars, overlap, concurrency)
+        """The plain call with these window settings (kept for callers of the earlier, separate entry point)."""
+        return self(text, schema, max_chars=max_chars, overlap=overlap, window_concurrency=concurrency)
 
-    def predict_entities(self, text: str, labels: SchemaLike) -> list[dict[str, Any]]:
-        """GLiNER-style convenience: plain dicts with ``text``, ``label``, ``start``, ``end`` and more."""
-        return [entity.to_dict() for entity in self(text, labels).entities]
+    def predict_entities(
+        self, text: str | Iterable[str], labels: SchemaLike, threshold: float | None = None, **options: Any
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """GLiNER-style: plain dicts with ``text``, ``label``, ``start``, ``end``, ``score`` and more.
+
+        ``threshold`` (and the other per-call options) apply to this call only. A list of texts gives a list of
+        lists, in order (GLiNER's ``inference``), annotated concurrently; the first failure is raised."""
+        if isinstance(text, str):
+            return [entity.to_dict() for entity in self(text, labels, threshold=threshold, **options).entities]
+        results = []
+        for item in self.batch(text, labels, threshold=threshold, **options):
+            if item.exception is not None:
+                raise item.exception
+            results.append([entity.to_dict() for entity in item.prediction.entities])
+        return results
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return threshold
+
+
+def apply_threshold(entities: list[Entity], threshold: float, trace: Trace) -> list[Entity]:
+    """Keep entities scoring at least the threshold; every drop is traced with its score."""
+    record = trace.add(StageRecord("confidence", inputs={"threshold": threshold}))
+    kept = []
+    for entity in entities:
+        if entity.score is not None and entity.score < threshold:
+            record.drop(
+                f"{entity.text} [{entity.start}:{entity.end}] (score {entity.score:.4f})",
+                f"score below the threshold {threshold}",
+            )
+        else:
+            kept.append(entity)
+    record.outputs = {"scores": {f"{e.text} [{e.start}:{e.end}]": e.score for e in entities}}
+    return kept

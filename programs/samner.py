@@ -10,16 +10,24 @@ import dspy
 
 from samner_dspy.adapters import IEPileAdapter
 from samner_dspy.backends import StageBackend
-from samner_dspy.confidence import combine, discovery_evidence
+from samner_dspy.confidence import combine
 from samner_dspy.grounding import mention_key
+from samner_dspy.modes import CALIBRATION_MODES, CalibrationMode, ConsensusMode, check_mode
 from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.archetype import ArchetypeClassifier
-from samner_dspy.programs.calibrator import CalibrationMode, DirectTyper, TypeCalibrator
-from samner_dspy.programs.consensus import ConsensusMode, ConsensusRefiner, NoiseRule
+from samner_dspy.programs.calibrator import DirectTyper, TypeCalibrator
+from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
-from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
+from samner_dspy.programs.program import (
+    DEFAULT_MAX_CHARS,
+    ConfigLike,
+    ConfiguredProgram,
+    SchemaLike,
+    check_text,
+    ground_candidates,
+)
 from samner_dspy.schema import Schema
-from samner_dspy.tracing import StageRecord, Trace
+from samner_dspy.tracing import Trace
 from samner_dspy.types import Entity
 
 # Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
@@ -44,6 +52,8 @@ class SAMNER(ConfiguredProgram):
         max_types_per_request: split large schemas over several extraction requests (None: one request).
         threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
             stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
+        max_chars, overlap, window: a text longer than ``max_chars`` is annotated in overlapping windows (or,
+            with ``window=False``, refused before any request). See :class:`ConfiguredProgram`.
     """
 
     def __init__(
@@ -53,21 +63,20 @@ class SAMNER(ConfiguredProgram):
         lms: Mapping[str, dspy.BaseLM] | None = None,
         ccr: ConsensusMode = "rule",
         noise_rule: NoiseRule | None = None,
-        calibration: CalibrationMode | str = "sentence",
+        calibration: CalibrationMode = "sentence",
         use_anchor: bool = True,
         use_explorer: bool = True,
         allow_no_label: bool = False,
         max_types_per_request: int | None = None,
         threshold: float = 0.0,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        overlap: int = 200,
+        window: bool = True,
     ) -> None:
-        super().__init__(config, lms)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        self.threshold = threshold
+        super().__init__(config, lms, threshold=threshold, max_chars=max_chars, overlap=overlap, window=window)
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
-        if calibration not in ("sentence", "entity", "off"):
-            raise ValueError(f"unknown calibration {calibration!r}; choose 'sentence', 'entity' or 'off'")
+        check_mode("calibration", calibration, CALIBRATION_MODES)
         self.use_anchor = use_anchor
         self.use_explorer = use_explorer
         self.calibration = calibration
@@ -147,29 +156,9 @@ class SAMNER(ConfiguredProgram):
                 span.end,
                 archetypes.get(span.text),
                 candidate.sources,
-                combine(
-                    discovery_evidence(candidate.sources, mention_key(candidate.surface) in consensus.verified),
-                    (p.get(span.text) for p in probabilities),
-                ),
+                combine(consensus.evidence[mention_key(candidate.surface)], (p.get(span.text) for p in probabilities)),
             )
             for span, candidate in located
             if span.text in labels
         ]
-        if self.threshold:
-            entities = self._apply_threshold(entities, trace)
         return SamnerPrediction(text=text, entities=entities, trace=trace)
-
-    def _apply_threshold(self, entities: list[Entity], trace: Trace) -> list[Entity]:
-        """Keep entities scoring at least the threshold; every drop is traced with its score."""
-        record = trace.add(StageRecord("confidence", inputs={"threshold": self.threshold}))
-        kept = []
-        for entity in entities:
-            if entity.score is not None and entity.score < self.threshold:
-                record.drop(
-                    f"{entity.text} [{entity.start}:{entity.end}] (score {entity.score:.4f})",
-                    f"score below the threshold {self.threshold}",
-                )
-            else:
-                kept.append(entity)
-        record.outputs = {"scores": {f"{e.text} [{e.start}:{e.end}]": e.score for e in entities}}
-        return kept

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import sys
 import time
@@ -17,7 +16,8 @@ from rich.console import Console
 
 from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
-from samner_dspy.exports import result_record
+from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES
+from samner_dspy.records import RecordWriter, done_keys, read_records, result_record
 from samner_dspy.schema import Schema
 from samner_dspy.training.commands import add_adapter_arguments
 
@@ -58,47 +58,31 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
         yield record["text"]
 
 
-def _drop_torn_line(path: Path | None) -> None:
-    """A run killed mid-write can leave a torn last line (even a torn UTF-8 character): cut it off, so the
-    record redone on resume starts on its own line; a complete last line only gets its missing newline."""
-    if path is None or not path.is_file():
-        return
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[cut:])
-    except ValueError:
-        with path.open("r+b") as handle:
-            handle.truncate(cut)
-    else:
-        with path.open("ab") as handle:
-            handle.write(b"\n")
+def _show(console: Console, result: Any, trace: str | None) -> None:
+    """The text with its entities highlighted and their table; the stage trace as a table or one line a stage."""
+    from samner_dspy.render import entities_table, highlighted, stage_lines, trace_tables
 
-
-def _done_indices(output: Path | None) -> set[int]:
-    """Indices already written to the output, so an interrupted run resumes where it stopped."""
-    if output is None or not output.is_file():
-        return set()
-    done = set()
-    for line in output.read_text(encoding="utf-8").splitlines():
-        try:
-            done.add(int(json.loads(line)["index"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
-
-
-def _show(console: Console, text: str, result: Any, with_trace: bool) -> None:
-    from samner_dspy.render import entities_table, highlighted, trace_table
-
-    console.print(highlighted(text, result.entities))
+    console.print(highlighted(result.text, result.entities))
     console.print(entities_table(result.entities))
-    if with_trace:
-        for trace in result.traces if "traces" in result else [result.trace]:
-            if trace is not None:
-                console.print(trace_table(trace))
+    if trace == "full":
+        for table in trace_tables(result.trace):
+            console.print(table)
+    elif trace == "summary":
+        for line in stage_lines(result.trace):
+            console.print(line, markup=False, highlight=False)
+
+
+def _program_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SAMNER's options from ``samner annotate``'s flags, for every engine."""
+    options = {
+        "ccr": args.ccr,
+        "calibration": args.calibration,
+        "use_anchor": not args.no_anchor,
+        "use_explorer": not args.no_explorer,
+        "threshold": args.threshold,
+        "overlap": args.overlap,
+    }
+    return {**options, "max_chars": args.max_chars} if args.max_chars else options
 
 
 def annotate_on_ray(args: argparse.Namespace) -> int:
@@ -141,15 +125,9 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
         api_bases=args.api_base or (),
         workers=args.workers,
         threads=args.concurrency,
-        max_chars=args.max_chars or None,
-        overlap=args.overlap,
         id_column=args.id_column,
         output_format=args.output_format,
-        ccr=args.ccr,
-        calibration=args.calibration,
-        use_anchor=not args.no_anchor,
-        use_explorer=not args.no_explorer,
-        threshold=args.threshold,
+        **_program_options(args),
     )
     print(
         f"{run.written} annotated, {run.failed} failed, {run.skipped} skipped as already written, "
@@ -171,21 +149,10 @@ def annotate(args: argparse.Namespace) -> int:
     streaming = args.json or bool(args.output)
     console = Console(stderr=streaming)
     schema = Schema.parse_arg(args.schema)
-    program = SAMNER(
-        args.config,
-        ccr=args.ccr,
-        calibration=args.calibration,
-        use_anchor=not args.no_anchor,
-        use_explorer=not args.no_explorer,
-        threshold=args.threshold,
-    )
+    program = SAMNER(args.config, **_program_options(args))
     program.backends()  # an unreachable endpoint stops the run here, not once per input
-
-    output = Path(args.output) if args.output else None
-    errors_path = output.with_name(output.name + ".errors.jsonl") if output else None
-    for path in (output, errors_path):
-        _drop_torn_line(path)
-    done = _done_indices(output)
+    errors_path = args.output + ".errors.jsonl" if args.output else None
+    done = done_keys(args.output) if args.output else set()
     failures = 0
     started = time.perf_counter()
     columns = (
@@ -195,25 +162,22 @@ def annotate(args: argparse.Namespace) -> int:
     )
     with (
         Progress(*columns, console=console, disable=not streaming) as progress,
-        output.open("a", encoding="utf-8") if output else open(os.devnull, "w") as sink,
+        RecordWriter(args.output) as sink,
+        RecordWriter(errors_path) as errors,
     ):
         task = progress.add_task("annotate", total=None, rate=0.0)
-        items = program.batch(_texts(args), schema, args.concurrency, done.__contains__, args.max_chars, args.overlap)
-        for item in items:
+        for item in program.batch(_texts(args), schema, args.concurrency, done.__contains__):
             if not item.ok:
                 failures += 1
                 console.print(f"input {item.index} failed: {item.error}", style="red", markup=False)
-                if errors_path:
-                    with errors_path.open("a", encoding="utf-8") as errors:
-                        errors.write(json.dumps({"index": item.index, "text": item.text, "error": item.error}) + "\n")
+                errors.write({"index": item.index, "text": item.text, "error": item.error})
                 continue
             record = result_record({"index": item.index}, item.text, item.prediction)
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sink.flush()
+            sink.write(record)
             if args.json:
                 print(json.dumps(record, ensure_ascii=False), flush=True)
-            elif not output:
-                _show(console, item.text, item.prediction, not args.no_trace)
+            elif not args.output:
+                _show(console, item.prediction, args.trace)
             progress.advance(task)
             progress.update(task, rate=progress.tasks[0].completed / (time.perf_counter() - started))
     if failures:
@@ -222,99 +186,22 @@ def annotate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _labelled_file(args: argparse.Namespace, item: Any) -> tuple[list[str], dict[str, Schema], dict[str, list]]:
-    """``--data-file``: one data set named after the file, scored against ``--schema``."""
-    from samner_dspy.evals.datafiles import load_labelled
-
-    if not args.schema:
-        raise SamnerError("--data-file needs --schema (a JSON file of label definitions, or labels 'a,b,c')")
-    if args.fewshot:
-        raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
-    schema = Schema.parse_arg(args.schema)
-    try:
-        sentences = load_labelled(args.data_file, schema, args.format)
-    except (OSError, ValueError) as exc:
-        raise SamnerError(str(exc)) from exc
-    name = Path(args.data_file).stem
-    return [name], {name: schema}, {name: [item(name, i, s) for i, s in enumerate(sentences[: args.limit])]}
-
-
 def evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from samner_dspy.evals.evaluate import Data, configuration_names, evaluate
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from samner_dspy.config import CachePolicy, resolve_config
-    from samner_dspy.evals import report
-    from samner_dspy.evals.crossner import load_crossner
-    from samner_dspy.evals.runner import CONFIGURATIONS, TITLES, Item, build_program, done_keys, read_results, run
-
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    if args.ablations:
-        names += ["samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration"]
-    if args.direct:
-        names.append("direct")
-    names = list(dict.fromkeys(names))
-    unknown = [n for n in names if n not in CONFIGURATIONS]
-    if unknown:
-        raise SamnerError(f"unknown configurations {unknown}; choose from {', '.join(CONFIGURATIONS)}")
-    output = Path(args.output_dir)
-    config = resolve_config(args.config)
-    if not args.no_cache:
-        # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
-        config = replace(config, cache=CachePolicy(True, str(output / "cache"), args.cache_revision))
-    if args.data_file:
-        domains, schemas, items_by_domain = _labelled_file(args, Item)
-    else:
-        domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-        schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
-        items_by_domain = {
-            domain: [
-                Item(domain, i, s) for i, s in enumerate(load_crossner(domain, args.split, args.data)[: args.limit])
-            ]
-            for domain in domains
-        }
-    items = [item for domain in domains for item in items_by_domain[domain]]
-    programs = {(name, domain): build_program(name, config) for name in names for domain in domains}
-    if args.fewshot:
-        from samner_dspy.evals.fewshot import bootstrap
-
-        for (name, domain), program in programs.items():
-            train = load_crossner(domain, "train", args.data)[: args.fewshot_pool]
-            programs[name, domain] = bootstrap(program, train, schemas[domain], args.fewshot)
-    console = Console()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks = {}
-        for name in names:
-            already = len({item.key for item in items} & done_keys(output / f"{name}.jsonl"))
-            tasks[name] = progress.add_task(TITLES[name], total=len(items), completed=already)
-        # Domain by domain, every configuration: an early stop leaves whole domains comparable across rows.
-        for domain in domains:
-            for name in names:
-                run(
-                    programs[name, domain],
-                    items_by_domain[domain],
-                    schemas,
-                    output / f"{name}.jsonl",
-                    args.threads,
-                    lambda t=tasks[name]: progress.advance(t),
-                )
-    finished = [{r["key"]: r for r in read_results(output / f"{name}.jsonl")} for name in names]
-    # Rows compare like with like: only sentences every configuration has finished are scored.
-    common = {item.key for item in items}.intersection(*finished)
-    results = {
-        name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
-    }
-    summary = report.summarize(results)
-    command = "samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    shots = f"{args.fewshot}-shot (BootstrapFewShot demos from train)" if args.fewshot else "zero-shot"
-    heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, {shots}"
-    if args.data_file:
-        heading = f"{args.data_file}, first {args.limit} sentences, {shots}"
-    md_path, json_path = report.write(summary, output, heading, command, results)
-    console.print(report.rich_table(summary))
-    console.print(f"report: {md_path} and {json_path}; predictions with traces: {output}/<configuration>.jsonl")
+    data = Data(args.domains, args.split, args.limit, args.data, args.data_file, args.format, args.schema)
+    evaluate(
+        configuration_names(args.configs, args.ablations, args.direct),
+        data,
+        Path(args.output_dir),
+        args.config,
+        threads=args.threads,
+        cache=not args.no_cache,
+        cache_revision=args.cache_revision,
+        fewshot=args.fewshot,
+        fewshot_pool=args.fewshot_pool,
+        command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+    )
     return 0
 
 
@@ -322,8 +209,6 @@ def export(args: argparse.Namespace) -> int:
     """Convert ``samner annotate -o`` output (or an eval's <configuration>.jsonl) for other tools."""
     from samner_dspy import exports
 
-    if not Path(args.results).is_file():
-        raise SamnerError(f"results file {args.results!r} does not exist")
     items = list(exports.read_results(args.results))
     if args.format == "spacy":
         if not args.output:
@@ -350,9 +235,9 @@ def export(args: argparse.Namespace) -> int:
 
 def view(args: argparse.Namespace) -> int:
     """One offline HTML page of annotate output; an eval's records also get gold, mistakes and the report."""
-    from samner_dspy.view import load_records, write_html
+    from samner_dspy.view import write_html
 
-    records = load_records(args.results)
+    records = list(read_records(args.results))
     tables: list[dict[str, Any]] = []
     if any("gold" in record for record in records):
         from samner_dspy.evals.review import judge, report_tables
@@ -408,15 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
     run.add_argument("-o", "--output", help="append JSON Lines here; a rerun skips inputs already written")
-    run.add_argument("--ccr", choices=("rule", "verify", "off"), default="rule")
-    run.add_argument("--calibration", choices=("sentence", "entity", "off"), default="sentence")
+    run.add_argument("--ccr", choices=CONSENSUS_MODES, default="rule")
+    run.add_argument("--calibration", choices=CALIBRATION_MODES, default="sentence")
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
     run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
-    run.add_argument("--no-trace", action="store_true", help="do not print the stage trace table")
+    run.add_argument(
+        "--trace",
+        nargs="?",
+        const="full",
+        choices=("full", "summary"),
+        help="also print the stage trace: the full table (--trace), or one line per stage (--trace summary)",
+    )
+    run.add_argument("--no-trace", action="store_true", help=argparse.SUPPRESS)  # the default now; still accepted
     run.add_argument("--concurrency", type=int, default=4, help="inputs annotated at once (default 4)")
-    run.add_argument("--max-chars", type=int, default=0, help="split longer inputs into overlapping windows")
+    run.add_argument(
+        "--max-chars", type=int, default=0, help="split inputs longer than this into overlapping windows (default 2000)"
+    )
     run.add_argument("--overlap", type=int, default=200, help="characters shared by neighbouring windows")
     run.add_argument(
         "--engine",

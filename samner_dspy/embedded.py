@@ -87,14 +87,6 @@ def _chunk_files(model: EmbeddedModel) -> list[Path]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(name: str | None = None) -> Path:
     """The verified GGUF file of an embedded model, joined from its chunk packages on first use."""
     model = model_spec(name)

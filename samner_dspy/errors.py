@@ -44,3 +44,8 @@ class EndpointRequestError(SamnerError, RuntimeError):
 
 class EmbeddedModelError(SamnerError, RuntimeError):
     """The embedded model is missing, corrupt, or its server failed to start."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception in output files and messages: its type and its message."""
+    return f"{type(exc).__name__}: {exc}"

@@ -6,14 +6,13 @@ Every writer here has a reader, so a tool's edits can come back and tests can ch
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.errors import SamnerError
+from samner_dspy.records import read_records
 from samner_dspy.types import Entity
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -45,36 +44,15 @@ def entity_from_dict(data: dict[str, Any]) -> Entity:
     )
 
 
-def result_record(key: dict[str, Any], text: str, result: Any) -> dict[str, Any]:
-    """One output line of ``samner annotate -o`` (and of the Ray engine): what :func:`read_results` reads.
-
-    ``key`` is ``{"index": n}`` or ``{"id": ...}``; a document's result has one trace per window."""
-    record: dict[str, Any] = {**key, "text": text, "entities": [e.to_dict() for e in result.entities]}
-    if "traces" in result:
-        record["windows"] = result.windows
-        record["traces"] = [trace.to_dict() if trace else None for trace in result.traces]
-        record["errors"] = result.errors
-    else:
-        record["trace"] = result.trace.to_dict()
-    return record
-
-
 def read_results(path: str | Path) -> Iterator[Annotated]:
     """Records of an annotate output (JSON Lines with ``text``, ``entities``, ``trace``); torn lines skipped."""
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a last line torn by a kill: annotate redoes that input on resume
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise SamnerError(f"{path}, line {number + 1}: expected an object with 'text' and 'entities'")
-            yield Annotated(
-                record["text"],
-                tuple(entity_from_dict(e) for e in record.get("entities") or []),
-                int(record.get("index", number)),
-                record.get("trace"),
-            )
+    for number, record in enumerate(read_records(path)):
+        yield Annotated(
+            record["text"],
+            tuple(entity_from_dict(e) for e in record.get("entities") or []),
+            int(record.get("index", number)),
+            record.get("trace"),
+        )
 
 
 # --- GLiNER-style dicts ------------------------------------------------------------------------------------

@@ -60,3 +60,36 @@ def trace_table(trace: Trace) -> Table:
             "\n".join(notes) or "-",
         )
     return table
+
+
+def _pieces(trace: Trace) -> list[tuple[str, Trace]]:
+    """``(caption, trace)``: the text's own stages, then each window's (a long text's)."""
+    pieces = [("", trace)] if trace.stages or not trace.windows else []
+    return pieces + [(f"window {w.start}:{w.end}", w.trace) for w in trace.windows if w.trace is not None]
+
+
+def trace_tables(trace: Trace) -> list[Table]:
+    """One stage table for a text, or one per window of a long text (captioned with its offsets)."""
+    tables = []
+    for caption, piece in _pieces(trace):
+        table = trace_table(piece)
+        table.caption = caption or None
+        tables.append(table)
+    return tables
+
+
+def stage_lines(trace: Trace) -> list[str]:
+    """One line per stage: requests, latency, tokens, and how many items it dropped or repaired, or its error."""
+    lines = []
+    for caption, piece in _pieces(trace):
+        prefix = f"{caption} " if caption else ""
+        for record in piece.stages:
+            line = (
+                f"{prefix}{record.stage}: {record.requests} request(s), {record.latency_s:.2f} s, "
+                f"{record.prompt_tokens}/{record.completion_tokens} tokens"
+            )
+            line += f", {len(record.dropped)} dropped" if record.dropped else ""
+            line += f", {len(record.repaired)} repaired" if record.repaired else ""
+            lines.append(line + (f", error: {record.error}" if record.error else ""))
+    lines += [f"window {w.start}:{w.end} failed: {w.error}" for w in trace.windows if w.error is not None]
+    return lines

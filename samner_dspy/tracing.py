@@ -52,10 +52,21 @@ class StageRecord:
 
 
 @dataclass
+class WindowTrace:
+    """One window of a long text: its offsets in the text, and its own trace or the error that stopped it."""
+
+    start: int
+    end: int
+    trace: Trace | None = None
+    error: str | None = None
+
+
+@dataclass
 class Trace:
-    """The ordered stage records of one sentence."""
+    """The ordered stage records of one text; a long text's windows carry their own (``windows``)."""
 
     stages: list[StageRecord] = field(default_factory=list)
+    windows: list[WindowTrace] = field(default_factory=list)
 
     def add(self, record: StageRecord) -> StageRecord:
         self.stages.append(record)
@@ -70,13 +81,23 @@ class Trace:
     def __contains__(self, stage: object) -> bool:
         return any(record.stage == stage for record in self.stages)
 
+    def _window_traces(self) -> list[Trace]:
+        return [window.trace for window in self.windows if window.trace is not None]
+
     @property
     def requests(self) -> int:
-        return sum(record.requests for record in self.stages)
+        return sum(record.requests for record in self.stages) + sum(t.requests for t in self._window_traces())
 
     @property
     def errors(self) -> list[str]:
-        return [f"{record.stage}: {record.error}" for record in self.stages if record.error]
+        """Failed stages, and windows that failed (``window start:end: error``), in order."""
+        errors = [f"{record.stage}: {record.error}" for record in self.stages if record.error]
+        for window in self.windows:
+            if window.error is not None:
+                errors.append(f"window {window.start}:{window.end}: {window.error}")
+            elif window.trace is not None:
+                errors.extend(window.trace.errors)
+        return errors
 
     def dropped_counts(self) -> dict[str, int]:
         """How many items each reason removed, across stages (``stage: reason`` -> count)."""
@@ -85,10 +106,19 @@ class Trace:
             for dropped in record.dropped:
                 key = f"{record.stage}: {dropped.reason}"
                 counts[key] = counts.get(key, 0) + 1
+        for trace in self._window_traces():
+            for key, count in trace.dropped_counts().items():
+                counts[key] = counts.get(key, 0) + count
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [record.to_dict() for record in self.stages]}
+        data: dict[str, Any] = {"stages": [record.to_dict() for record in self.stages]}
+        if self.windows:
+            data["windows"] = [
+                {"start": w.start, "end": w.end, "trace": w.trace.to_dict() if w.trace else None, "error": w.error}
+                for w in self.windows
+            ]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -101,4 +131,8 @@ class Trace:
             raw["dropped"] = [Dropped(**d) for d in raw.get("dropped", [])]
             raw["repaired"] = [Dropped(**d) for d in raw.get("repaired", [])]
             stages.append(StageRecord(**raw))
-        return cls(stages)
+        windows = [
+            WindowTrace(w["start"], w["end"], cls.from_dict(w["trace"]) if w.get("trace") else None, w.get("error"))
+            for w in data.get("windows") or []
+        ]
+        return cls(stages, windows)

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.confidence import discovery_evidence
 from samner_dspy.errors import SamnerError
-from samner_dspy.exports import result_record
 from samner_dspy.grounding import mention_key
+from samner_dspy.records import result_record
 
 PALETTE = (
     "#8dd3c7",
@@ -41,28 +40,6 @@ VERDICTS = {"ok": "correct", "fp": "false positive", "label": "wrong label", "fn
 def label_colours(labels: Iterable[str]) -> dict[str, str]:
     """A colour per label, by sorted label name: the same labels always get the same colours."""
     return {label: PALETTE[n % len(PALETTE)] for n, label in enumerate(sorted(set(labels)))}
-
-
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of ``samner annotate -o`` (or an evaluation's ``<configuration>.jsonl``); a torn last line is
-    skipped, anything else that is not a record with a string ``text`` is an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SamnerError(f"results file {str(path)!r} does not exist")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill; annotate and eval redo it on resume
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise SamnerError(f"{path}, line {number}: expected an object with a string 'text' field")
-        if not isinstance(record.get("entities", []), list):
-            raise SamnerError(f"{path}, line {number}: 'entities' must be a list")
-        records.append(record)
-    return records
 
 
 # --- what each piece of the page says --------------------------------------------------------------------------
@@ -100,29 +77,19 @@ def _stage(trace: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | No
     return None
 
 
-def _verified(trace: Mapping[str, Any] | None) -> set[str]:
-    """Mentions the anchor confirmed on verification (``ccr="verify"``), as the consensus stage traced them."""
-    consensus = _stage(trace, "consensus") or {}
-    return {mention_key(str(v)) for v in (consensus.get("outputs") or {}).get("verified") or []}
+def _recorded(trace: Mapping[str, Any] | None, output: str, entity: Mapping[str, Any]) -> Any:
+    """What the consensus stage recorded for this mention under ``output`` (``decisions``, ``evidence``)."""
+    values = ((_stage(trace, "consensus") or {}).get("outputs") or {}).get(output) or {}
+    wanted = mention_key(str(entity.get("text", "")))
+    return next((value for surface, value in values.items() if mention_key(surface) == wanted), None)
 
 
-def _consensus(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> str:
-    """Why CCR kept this mention, in the words of the consensus stage's rule."""
-    consensus = _stage(trace, "consensus")
-    if consensus is None:
+def _decision(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> str:
+    """Why consensus kept this mention, as the consensus stage recorded its decision."""
+    if _stage(trace, "consensus") is None:
         return "no consensus stage (single extractor prompt)" if trace else "no trace"
-    inputs = consensus.get("inputs") or {}
-    sources = entity.get("sources") or []
-    if inputs.get("mode") == "off":
-        return "kept: no consensus (plain union of the extractors)"
-    if "anchor" in sources and "explorer" in sources:
-        return "kept: both extractors proposed it"
-    if "anchor" in sources:
-        return "kept: the precision-oriented anchor proposed it"
-    if mention_key(str(entity.get("text", ""))) in _verified(trace):
-        return "kept: the anchor confirmed it on verification"
-    words = (inputs.get("noise_rule") or {}).get("max_words")
-    return f"kept: explorer only, not noise-prone (more than {words} word(s))" if words else "kept: explorer only"
+    decision = _recorded(trace, "decisions", entity)
+    return f"kept: {decision}" if decision else "kept (recorded without its reason)"
 
 
 def _probability(stage: Mapping[str, Any] | None, text: str) -> str:
@@ -149,11 +116,13 @@ def entity_details(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -
     """The rows the details panel shows for one entity: ``[name, value]`` pairs, all plain strings."""
     sources = list(entity.get("sources") or [])
     score = entity.get("score")
-    if not isinstance(score, int | float):
-        verified = mention_key(str(entity.get("text", ""))) in _verified(trace)
-        score_text = f"{discovery_evidence(sources, verified):.2f} (evidence only; recorded without a score)"
-    else:
+    evidence = _recorded(trace, "evidence", entity)
+    if isinstance(score, int | float):
         score_text = f"{score:.4f}"
+    elif isinstance(evidence, int | float):
+        score_text = f"{evidence:.2f} (evidence only; recorded without a score)"
+    else:
+        score_text = "not recorded"
     archetype = entity.get("archetype")
     rows = [
         ["text", str(entity.get("text", ""))],
@@ -163,7 +132,7 @@ def entity_details(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -
         if archetype
         else ["archetype", "none (no mediation stage)"],
         ["found by", ", ".join(sources) or "the direct prompt"],
-        ["consensus", _consensus(entity, trace)],
+        ["consensus", _decision(entity, trace)],
         ["calibration", _calibration(entity, trace)],
         ["score", score_text],
     ]
@@ -205,24 +174,20 @@ STAGE_HEADER = ["stage", "model", "requests", "latency", "tokens (prompt + compl
 
 
 def _traces(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any] | None]]:
-    """``(caption, trace)`` per window of a document, or the one trace of a sentence."""
-    if "traces" in record:
-        windows = record.get("windows") or []
-        return [
-            (f"window {windows[n][0]}:{windows[n][1]}" if n < len(windows) else f"window {n}", trace)
-            for n, trace in enumerate(record.get("traces") or [])
-        ]
-    return [("", record.get("trace"))]
+    """``(caption, trace)``: the text's own trace, or one per window of a long text."""
+    trace = record.get("trace") or {}
+    windows = [w for w in trace.get("windows") or [] if isinstance(w, Mapping)]
+    own = [("", trace)] if trace.get("stages") or not windows else []
+    return own + [(f"window {w.get('start')}:{w.get('end')}", w.get("trace")) for w in windows if w.get("trace")]
 
 
 def _trace_of(entity: Mapping[str, Any], record: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The trace that produced ``entity``: a document's window holding it, else the record's own."""
-    if "traces" not in record:
-        return record.get("trace")
-    for (start, end), trace in zip(record.get("windows") or [], record.get("traces") or [], strict=False):
-        if start <= entity.get("start", -1) and entity.get("end", -1) <= end:
-            return trace
-    return None
+    """The trace that produced ``entity``: the window of a long text that holds it, else the record's own."""
+    trace = record.get("trace") or {}
+    for window in trace.get("windows") or []:
+        if window.get("start", 0) <= entity.get("start", -1) and entity.get("end", -1) <= window.get("end", 0):
+            return window.get("trace")
+    return trace or None
 
 
 def _record_data(record: Mapping[str, Any], number: int) -> dict[str, Any]:
@@ -250,7 +215,11 @@ def _record_data(record: Mapping[str, Any], number: int) -> dict[str, Any]:
             for e in entities
         ],
         "traces": [{"caption": caption, "rows": stage_rows(trace)} for caption, trace in _traces(record)],
-        "errors": [str(e) for e in record.get("errors") or []],
+        "errors": [
+            f"window {w.get('start')}:{w.get('end')}: {w['error']}"
+            for w in (record.get("trace") or {}).get("windows") or []
+            if w.get("error")
+        ],
     }
     if "gold" in record:
         data["gold"] = [

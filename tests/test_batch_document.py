@@ -22,11 +22,17 @@ def test_results_come_back_in_input_order_with_bounded_concurrency_and_lazy_inpu
     in_flight, peak, pulled = 0, 0, 0
     lock = threading.Lock()
 
+    overlapped = threading.Event()
+
     def work(text):
         nonlocal in_flight, peak
         with lock:
             in_flight += 1
             peak = max(peak, in_flight)
+            if in_flight > 1:
+                overlapped.set()
+        if text == "t0":  # the first input waits (at most 5 s) for a second to start: run one at a time, it never does
+            overlapped.wait(timeout=5)
         time.sleep(random.uniform(0, 0.01))
         with lock:
             in_flight -= 1
@@ -104,11 +110,11 @@ def test_document_windows_map_back_to_the_same_entities_as_one_pass():
     text = sentence * 30
     whole = capitalised_words(text).entities
     result = annotate_document(capitalised_words, text, max_chars=300, overlap=60)
-    assert len(result.windows) > 5
+    assert len(result.trace.windows) > 5
     assert [(e.start, e.end, e.text) for e in result.entities] == [(e.start, e.end, e.text) for e in whole]
     for entity in result.entities:
         assert text[entity.start : entity.end] == entity.text
-    assert result.errors == []
+    assert result.trace.errors == []
 
 
 def test_a_failing_window_is_reported_not_silently_dropped():
@@ -119,5 +125,19 @@ def test_a_failing_window_is_reported_not_silently_dropped():
 
     text = "Ada went home. " * 20 + "Then Berlin. " + "Ada went home. " * 20
     result = annotate_document(flaky, text, max_chars=100, overlap=20)
-    assert result.errors and all("server hiccup" in error for error in result.errors)
+    assert result.trace.errors and all("server hiccup" in error for error in result.trace.errors)
     assert any(e.text == "Ada" for e in result.entities)
+
+
+def test_a_failed_item_keeps_its_exception():
+    class Refused(Exception):
+        def __init__(self, code):
+            super().__init__(f"refused with {code}")
+            self.code = code
+
+    def work(text):
+        raise Refused(429)
+
+    (item,) = ordered_map(work, ["x"], concurrency=1)
+    assert isinstance(item.exception, Refused) and item.exception.code == 429
+    assert item.error == "Refused: refused with 429" and not item.ok

@@ -68,8 +68,9 @@ def test_long_documents_are_windowed_and_mapped_back(config, tmp_path):
         "50",
     )
     (record,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert len(record["windows"]) > 4 and len(record["traces"]) == len(record["windows"])
-    assert record["windows"][-1][1] == len(record["text"]) and record["errors"] == []
+    windows = record["trace"]["windows"]
+    assert len(windows) > 4 and all(window["trace"]["stages"] for window in windows)
+    assert windows[-1]["end"] == len(record["text"]) and [w["error"] for w in windows] == [None] * len(windows)
     assert record["entities"], "the stand-in finds the first word of each window"
     for entity in record["entities"]:
         assert record["text"][entity["start"] : entity["end"]] == entity["text"]

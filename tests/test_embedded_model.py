@@ -94,10 +94,13 @@ def test_vllm_style_configuration_and_the_optional_stages(embedded_server):
     )
     assert verdict.answered and verdict.confirmed <= {"London", "engine"}
     assert record.requests == 1 and record.model == "hosted_vllm/embedded" and record.error is None
+    assert record.completion_tokens > 0, "the model wrote a reply (an empty one would not parse)"
 
     typed = DirectTyper()(text=text, schema=schema, entities=["Ada Lovelace", "London"], backend=backends["calibrator"])
-    assert set(typed.label_of) <= {"Ada Lovelace", "London"}
+    # The reply's schema requires a label for each entity: a working model labels both, and gets one right.
+    assert set(typed.label_of) == {"Ada Lovelace", "London"}
     assert set(typed.label_of.values()) <= {"person", "city"}
+    assert typed.label_of["Ada Lovelace"] == "person" or typed.label_of["London"] == "city"
     assert typed.record.error is None and typed.record.prompt_tokens > 0
 
     result = SAMNER(config, ccr="verify", calibration="entity")(text, schema)

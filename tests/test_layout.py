@@ -42,13 +42,14 @@ def test_imports_point_one_way():
 
 
 def test_card_folders_install_under_the_package_namespace():
-    import samner_dspy.evals
-    import samner_dspy.programs
-    import samner_dspy.signatures
+    """Each card folder is ``samner_dspy.<folder>``: this checkout's folder (an editable install) or a
+    ``samner_dspy/<folder>`` inside an installed package, never another checkout's folder or a top-level one."""
+    import importlib
 
-    assert Path(samner_dspy.signatures.__file__).parent.name == "signatures"
-    assert Path(samner_dspy.programs.__file__).parent.name == "programs"
-    assert Path(samner_dspy.evals.__file__).parent.name == "evals"
+    for folder in ("signatures", "programs", "evals"):
+        package = Path(importlib.import_module(f"samner_dspy.{folder}").__file__).resolve().parent
+        assert package == (REPO / folder).resolve() or package.parent.name == "samner_dspy", (folder, package)
+        assert package.name == folder
 
 
 def test_only_the_package_name_lands_at_the_top_level_of_site_packages():

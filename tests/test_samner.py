@@ -3,7 +3,8 @@
 import pytest
 
 from samner_dspy import SAMNER, Entity, InputTextError, SchemaError
-from tests.helpers import stage_lms
+from samner_dspy.programs import DirectNER
+from tests.helpers import ScriptedLM, stage_lms
 
 SCHEMA = {"person": "a named person", "city": "a named city", "organisation": "a named organisation"}
 
@@ -197,3 +198,60 @@ def test_direct_baseline_extracts_and_types_in_one_request():
     assert [r.stage for r in result.trace.stages] == ["direct", "grounding"]
     assert result.trace.requests == 1
     assert [d.item for d in result.trace["direct"].dropped] == ["Atlantis"]
+
+
+def test_predict_entities_takes_a_per_call_threshold_and_a_list_of_texts():
+    def lms():
+        return stage_lms(
+            anchor=[{"entities": {"person": ["Ada"]}}],
+            explorer=[{"entities": {"person": ["Ada", "Bob Smith"]}}],
+            archetype=[{"archetypes": {"Ada": "Person", "Bob Smith": "Person"}}],
+            calibrator=[{"labels": {"Ada": "person", "Bob Smith": "person"}}],
+        )
+
+    text = "Ada met Bob Smith."
+    assert [d["text"] for d in SAMNER(lms=lms()).predict_entities(text, ["person"])] == ["Ada", "Bob Smith"]
+    assert [d["text"] for d in SAMNER(lms=lms()).predict_entities(text, ["person"], threshold=0.7)] == ["Ada"]
+    program = SAMNER(lms=lms(), threshold=0.7)
+    assert [d["text"] for d in program.predict_entities(text, ["person"], threshold=0.0)] == ["Ada", "Bob Smith"]
+    assert program.threshold == 0.7, "a per-call option leaves the program as it was"
+    with pytest.raises(ValueError, match="threshold"):
+        program.predict_entities(text, ["person"], threshold=2)
+
+    direct = DirectNER(
+        lms={"calibrator": ScriptedLM({"Ada": {"entities": {"person": ["Ada"]}}, "Bob": {"entities": {}}})}
+    )
+    assert direct.predict_entities(["Ada codes.", "Bob naps."], ["person"]) == [
+        [
+            {
+                "text": "Ada",
+                "label": "person",
+                "start": 0,
+                "end": 3,
+                "archetype": None,
+                "sources": ["direct"],
+                "score": 0.5,
+            }
+        ],
+        [],
+    ]
+    with pytest.raises(InputTextError, match="empty"):
+        direct.predict_entities(["Ada codes.", "  "], ["person"])
+
+
+def test_the_plain_call_windows_a_long_text_or_refuses_it_before_any_request():
+    sentence = "Ada Lovelace met Charles Babbage in London. "
+    text = sentence * 200  # 8,800 characters
+    calibrator = ScriptedLM({"Ada": {"entities": {"person": ["Ada Lovelace", "Charles Babbage"]}}})
+    result = DirectNER(lms={"calibrator": calibrator})(text, ["person"])
+    assert len(result.trace.windows) >= 4 and result.trace.windows[-1].end == len(text)
+    assert len(result.entities) == 400 and all(text[e.start : e.end] == e.text for e in result.entities)
+    assert all(len(text[w.start : w.end]) <= 2000 for w in result.trace.windows)
+
+    refusing = DirectNER(lms={"calibrator": ScriptedLM([])})
+    refusing.window = False
+    with pytest.raises(InputTextError, match=r"8800 characters, more than max_chars=2000.*window=True"):
+        refusing(text, ["person"])
+    with pytest.raises(InputTextError, match="max_chars=2000"):
+        SAMNER(lms=stage_lms(), window=False)(text, ["person"])
+    assert len(refusing.lms["calibrator"].history) == 0, "refused before the first request"

@@ -101,7 +101,13 @@ def test_details_explain_consensus_calibration_and_score_from_the_trace():
     trace = {
         "stages": [
             stage(
-                "consensus", inputs={"mode": "verify", "noise_rule": {"max_words": 1}}, outputs={"verified": ["bob"]}
+                "consensus",
+                inputs={"mode": "verify", "noise_rule": {"max_words": 1}},
+                outputs={
+                    "verified": ["bob"],
+                    "decisions": {"bob": "the anchor confirmed it on verification"},
+                    "evidence": {"bob": 0.95},
+                },
             ),
             stage("archetype", outputs={"archetypes": {"Bob": "Person"}, "probabilities": {"Bob": 0.5}}),
             stage(

@@ -46,10 +46,10 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from samner_dspy.config import STAGES, Endpoint, SamnerConfig, resolve_config
-from samner_dspy.exports import result_record
 from samner_dspy.programs.document import annotate_document, windows
 from samner_dspy.programs.program import ConfigLike, SchemaLike, check_text
 from samner_dspy.programs.samner import SAMNER
+from samner_dspy.records import result_record
 from samner_dspy.scale.processors import LLMProcessor
 from samner_dspy.scale.rounds import RoundRow, request_rounds
 from samner_dspy.schema import Schema

@@ -26,10 +26,10 @@ import dspy
 import pandas as pd
 import ray
 
-from samner_dspy.exports import result_record
 from samner_dspy.programs.document import annotate_document, windows
 from samner_dspy.programs.program import check_text
 from samner_dspy.programs.samner import SAMNER
+from samner_dspy.records import result_record
 from samner_dspy.scale.processors import LLMProcessor
 from samner_dspy.scale.requests import Book, StageReply, StageRequest, current_book, open_book, recording_backends
 

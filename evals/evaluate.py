@@ -1,0 +1,147 @@
+"""``samner eval``: pick the configurations, load the data, run each one resumably, and write the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from samner_dspy.config import CachePolicy, resolve_config
+from samner_dspy.errors import SamnerError
+from samner_dspy.evals import report
+from samner_dspy.evals.crossner import load_crossner
+from samner_dspy.evals.runner import (
+    ABLATIONS,
+    CONFIGURATIONS,
+    TITLES,
+    Item,
+    build_program,
+    done_keys,
+    read_results,
+    run,
+)
+from samner_dspy.programs.program import ConfigLike
+from samner_dspy.schema import Schema
+
+
+def configuration_names(configs: str, ablations: bool = False, direct: bool = False) -> list[str]:
+    """The rows to run: ``configs`` (comma-separated), plus the paper's ablations and the direct baseline."""
+    names = [n.strip() for n in configs.split(",") if n.strip()]
+    names += list(ABLATIONS) if ablations else []
+    names += ["direct"] if direct else []
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in CONFIGURATIONS]
+    if unknown:
+        raise SamnerError(f"unknown configurations {unknown}; choose from {', '.join(CONFIGURATIONS)}")
+    return names
+
+
+@dataclass(frozen=True)
+class Data:
+    """Where the labelled sentences come from: CrossNER domains (a folder, or the Hugging Face dataset), or one
+    labelled file scored against ``schema``."""
+
+    domains: str = "ai,literature,music,politics,science"
+    split: str = "test"
+    limit: int = 50
+    crossner_dir: str | None = None
+    data_file: str | None = None
+    data_format: str | None = None
+    schema: str | None = None
+
+    def load(self) -> tuple[list[str], dict[str, Schema], dict[str, list[Item]]]:
+        if self.data_file:
+            return self._labelled_file()
+        domains = [d.strip() for d in self.domains.split(",") if d.strip()]
+        schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
+        items = {
+            domain: [
+                Item(domain, i, s)
+                for i, s in enumerate(load_crossner(domain, self.split, self.crossner_dir)[: self.limit])
+            ]
+            for domain in domains
+        }
+        return domains, schemas, items
+
+    def _labelled_file(self) -> tuple[list[str], dict[str, Schema], dict[str, list[Item]]]:
+        from samner_dspy.evals.datafiles import load_labelled
+
+        if not self.schema:
+            raise SamnerError("--data-file needs --schema (a JSON file of label definitions, or labels 'a,b,c')")
+        schema = Schema.parse_arg(self.schema)
+        try:
+            sentences = load_labelled(self.data_file, schema, self.data_format)
+        except (OSError, ValueError) as exc:
+            raise SamnerError(str(exc)) from exc
+        name = Path(self.data_file).stem
+        return [name], {name: schema}, {name: [Item(name, i, s) for i, s in enumerate(sentences[: self.limit])]}
+
+    def heading(self, shots: str) -> str:
+        if self.data_file:
+            return f"{self.data_file}, first {self.limit} sentences, {shots}"
+        return f"CrossNER {self.split}, first {self.limit} sentences per domain, {shots}"
+
+
+def evaluate(
+    names: list[str],
+    data: Data,
+    output: Path,
+    config: ConfigLike = None,
+    *,
+    threads: int = 2,
+    cache: bool = True,
+    cache_revision: str = "",
+    fewshot: int = 0,
+    fewshot_pool: int = 20,
+    command: str = "samner eval",
+    console: Console | None = None,
+) -> tuple[Path, Path]:
+    """Run every configuration on every domain (resuming what ``output`` holds), then score the sentences every
+    configuration finished; returns the paths of ``report.md`` and ``report.json``."""
+    if fewshot and data.data_file:
+        raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
+    resolved = resolve_config(config)
+    if cache:
+        # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
+        resolved = replace(resolved, cache=CachePolicy(True, str(output / "cache"), cache_revision))
+    domains, schemas, items_by_domain = data.load()
+    items = [item for domain in domains for item in items_by_domain[domain]]
+    programs = {(name, domain): build_program(name, resolved) for name in names for domain in domains}
+    if fewshot:
+        from samner_dspy.evals.fewshot import bootstrap
+
+        for (name, domain), program in programs.items():
+            train = load_crossner(domain, "train", data.crossner_dir)[:fewshot_pool]
+            programs[name, domain] = bootstrap(program, train, schemas[domain], fewshot)
+    console = console or Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {}
+        for name in names:
+            already = len({item.key for item in items} & done_keys(output / f"{name}.jsonl"))
+            tasks[name] = progress.add_task(TITLES[name], total=len(items), completed=already)
+        # Domain by domain, every configuration: an early stop leaves whole domains comparable across rows.
+        for domain in domains:
+            for name in names:
+                run(
+                    programs[name, domain],
+                    items_by_domain[domain],
+                    schemas,
+                    output / f"{name}.jsonl",
+                    threads,
+                    lambda t=tasks[name]: progress.advance(t),
+                )
+    finished = [{r["key"]: r for r in read_results(output / f"{name}.jsonl")} for name in names]
+    # Rows compare like with like: only sentences every configuration has finished are scored.
+    common = {item.key for item in items}.intersection(*finished)
+    results = {
+        name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
+    }
+    summary = report.summarize(results)
+    shots = f"{fewshot}-shot (BootstrapFewShot demos from train)" if fewshot else "zero-shot"
+    paths = report.write(summary, output, data.heading(shots), command, results)
+    console.print(report.rich_table(summary))
+    console.print(f"report: {paths[0]} and {paths[1]}; predictions with traces: {output}/<configuration>.jsonl")
+    return paths

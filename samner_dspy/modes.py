@@ -1,0 +1,18 @@
+"""The program's mode names, defined once: the options' checks, the CLI's choices and the evaluations read them."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+ConsensusMode = Literal["rule", "verify", "off"]
+"""``rule``: the released consensus rule; ``verify``: the anchor checks doubtful candidates; ``off``: plain union."""
+CalibrationMode = Literal["sentence", "entity", "off"]
+"""``sentence``: one typing request per text; ``entity``: one per entity; ``off``: direct typing, no archetypes."""
+CONSENSUS_MODES: tuple[str, ...] = get_args(ConsensusMode)
+CALIBRATION_MODES: tuple[str, ...] = get_args(CalibrationMode)
+
+
+def check_mode(option: str, value: object, modes: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the option, the value and the choices when ``value`` is not one of ``modes``."""
+    if value not in modes:
+        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(modes)}")

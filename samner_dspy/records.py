@@ -1,0 +1,122 @@
+"""Results as JSON Lines: the one record shape, the one reader and the one appending writer.
+
+``samner annotate -o``, the Ray engines and ``samner eval`` write these records; ``samner view``, ``samner
+export`` and the evaluation report read them. A run killed mid-write leaves at most a torn last line: the
+reader skips it and the writer cuts it off before appending, so a rerun redoes exactly that input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from samner_dspy.errors import SamnerError
+
+
+def result_record(key: dict[str, Any], text: str, result: Any) -> dict[str, Any]:
+    """One output line: ``key`` (``{"index": n}`` or ``{"id": ...}``), ``text``, ``entities`` and ``trace``
+    (a long text's windows are part of its trace)."""
+    trace = result.get("trace")
+    return {
+        **key,
+        "text": text,
+        "entities": [e.to_dict() for e in result.entities],
+        "trace": trace.to_dict() if trace is not None else None,
+    }
+
+
+def _upgraded(record: dict[str, Any]) -> dict[str, Any]:
+    """A document record of earlier versions (``windows``, ``traces``, ``errors`` beside the text) in the one
+    shape: its windows inside its trace."""
+    if "traces" not in record or "trace" in record:
+        return record
+    record = dict(record)
+    bounds, traces = record.pop("windows", None) or [], record.pop("traces", None) or []
+    windows = [{"start": s, "end": e, "trace": t, "error": None} for (s, e), t in zip(bounds, traces, strict=False)]
+    for error in record.pop("errors", None) or []:  # "window 30:40: reason"
+        where, _, reason = error.removeprefix("window ").partition(": ")
+        start, _, end = where.partition(":")
+        window = next((w for w in windows if f"{w['start']}:{w['end']}" == where), None)
+        if window is None and start.isdigit() and end.isdigit():
+            window = {"start": int(start), "end": int(end), "trace": None, "error": None}
+            windows.append(window)
+        if window is not None:
+            window["error"] = reason
+    record["trace"] = {"stages": [], "windows": windows}
+    return record
+
+
+def read_records(path: str | Path, check: bool = True) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines results file, in file order; lines that are not JSON (torn by a kill) are
+    skipped. With ``check``, a record without a string ``text`` or with non-list ``entities`` is an error
+    naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamnerError(f"results file {str(path)!r} does not exist")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if check and (not isinstance(record, dict) or not isinstance(record.get("text"), str)):
+                raise SamnerError(f"{path}, line {number}: expected an object with a string 'text' field")
+            if check and not isinstance(record.get("entities", []), list):
+                raise SamnerError(f"{path}, line {number}: 'entities' must be a list")
+            if isinstance(record, dict):
+                yield _upgraded(record)
+
+
+def done_keys(path: str | Path, key: str = "index") -> set[Any]:
+    """The ``key`` values already written to ``path`` (none if it does not exist): what a rerun skips."""
+    if not Path(path).is_file():
+        return set()
+    return {record[key] for record in read_records(path, check=False) if isinstance(record.get(key), str | int)}
+
+
+class RecordWriter:
+    """Appends one flushed line per record; a torn last line (even a torn UTF-8 character) is cut off first,
+    and a complete last line only gets its missing newline."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._handle = None
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _seal(self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+
+def _seal(path: Path) -> None:
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+    except ValueError:
+        with path.open("r+b") as handle:
+            handle.truncate(cut)
+    else:
+        with path.open("ab") as handle:
+            handle.write(b"\n")

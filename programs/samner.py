@@ -56,6 +56,10 @@ class SAMNER(ConfiguredProgram):
             with ``window=False``, refused before any request). See :class:`ConfiguredProgram`.
     """
 
+    STEPS: tuple[tuple[str, ...], ...] = (("anchor", "explorer", "consensus"), ("archetype",), ("calibrator", "direct"))
+    """The stage modules in the order ``forward`` calls them, grouped by what runs together (discovery, mediation,
+    calibration): the plan of the Ray actor steps (:mod:`samner_dspy.scale.ray_data`)."""
+
     def __init__(
         self,
         config: ConfigLike = None,

@@ -117,8 +117,9 @@ def test_parquet_keyed_by_an_id_column_with_long_documents_windowed(ray_session,
     assert (run.skipped, run.written, run.failed) == (0, 3, 0)
     records = {r["id"]: r for r in read_output(output)}
     assert {key: r["entities"] for key, r in records.items()} == {"b": local[0], "a": local[1], "c": local[2]}
-    assert len(records["a"]["windows"]) > 1 and records["a"]["errors"] == []
-    assert len(records["a"]["traces"]) == len(records["a"]["windows"])
+    windows = records["a"]["trace"]["windows"]
+    assert len(windows) > 1 and [w["error"] for w in windows] == [None] * len(windows)
+    assert all(w["trace"]["stages"] for w in windows)
     # Parquet readers get the key, text and entities as columns.
     table = pq.read_table(next(Path(output).glob("part-*.parquet")))
     assert table.column_names == ["id", "text", "entities", "error", "record"]
@@ -153,7 +154,7 @@ def test_ray_pipeline_on_the_embedded_model_equals_local_batches(ray_session, em
 def test_rows_already_written_are_left_out_by_id_or_index():
     import pandas as pd
 
-    from samner_dspy.scale.ray_data import _to_rows
+    from samner_dspy.scale.replay import to_rows as _to_rows
 
     batch = pd.DataFrame({"doc": ["b", "a", "c"], "index": [0, 1, 2], "text": ["x", "y", "z"]})
     by_id = [pickle.loads(state) for state in _to_rows(batch, "text", "doc", frozenset({"a"}))["state"]]

@@ -2,17 +2,17 @@
 
     annotate_corpus("corpus.jsonl", "out/", "crossner:music", config="samner.toml", workers=4)
 
-Three ``map_batches`` steps, each an actor pool of ``workers`` actors that hold the program's own stage
-modules (so prompts, parsing and grounding are the one code path :class:`SAMNER` uses):
+One ``map_batches`` step per group of the program's ``SAMNER.STEPS``, each an actor pool of ``workers``
+actors running the program's own ``forward`` (so prompts, parsing and grounding are the one code path
+:class:`SAMNER` uses; :mod:`samner_dspy.scale.replay` replays what earlier steps ran):
 
 1. discovery: anchor and explorer (concurrently), consensus, grounding;
 2. mediation: the archetype classifier;
 3. calibration: the calibrator (or direct typing with ``calibration="off"``), entities, window merge.
 
 Each actor runs ``threads`` rows at once (the requests are I/O-bound), and sends each row to the next of
-``api_bases`` in turn, so one job spreads over many vLLM replicas. Long texts (``max_chars``) are split into
-the windows :func:`samner_dspy.programs.document.windows` makes, go through the steps as one row, and are
-merged as local batch annotation merges them.
+``api_bases`` in turn, so one job spreads over many vLLM replicas. A long text (over ``max_chars``) is windowed
+by the program itself, as in local annotation, and travels as one row.
 
 The output is a folder: ``part-*.jsonl`` (or ``.parquet``) holds one record per input (as ``samner annotate -o``
 writes them), ``errors/part-*`` one record per failed input with the reason. Each file is written under a
@@ -23,7 +23,6 @@ whose records are already written (by ``id`` column, else by row index) and retr
 from __future__ import annotations
 
 import contextvars
-import itertools
 import json
 import math
 import os
@@ -32,12 +31,11 @@ import posixpath
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import dspy
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -46,38 +44,14 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from samner_dspy.config import STAGES, Endpoint, SamnerConfig, resolve_config
-from samner_dspy.programs.document import annotate_document, windows
-from samner_dspy.programs.program import ConfigLike, SchemaLike, check_text
+from samner_dspy.programs.program import ConfigLike, SchemaLike
 from samner_dspy.programs.samner import SAMNER
-from samner_dspy.records import result_record
 from samner_dspy.scale.processors import LLMProcessor
-from samner_dspy.scale.rounds import RoundRow, request_rounds
+from samner_dspy.scale.replay import Rotation, Row, Spec, advance, finished, to_rows
+from samner_dspy.scale.rounds import request_rounds
 from samner_dspy.schema import Schema
 
 ERRORS = "errors"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What every actor rebuilds its program from (pickled to the workers; holds no API key)."""
-
-    config: SamnerConfig
-    schema: Schema
-    options: Mapping[str, Any] = field(default_factory=dict)
-    api_bases: tuple[str, ...] = ()
-    max_chars: int | None = None
-    overlap: int = 200
-    threads: int = 8
-
-    def programs(self) -> list[SAMNER]:
-        configs = [self.config] if not self.api_bases else [_on(self.config, base) for base in self.api_bases]
-        return [SAMNER(config, **self.options) for config in configs]
-
-
-def _on(config: SamnerConfig, api_base: str) -> SamnerConfig:
-    """The configuration with every self-hosted stage (one that has an ``api_base``) moved to ``api_base``."""
-    moved = {s: replace(config.endpoint(s), api_base=api_base) for s in STAGES if config.endpoint(s).api_base}
-    return replace(config, **moved)
 
 
 def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
@@ -105,188 +79,27 @@ def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
     return replace(config, **served)
 
 
-# --- the per-row work: SAMNER.forward itself, its stages replayed or paused ------------------------------
-#
-# Each step runs the program's own ``forward`` on the row, with its stage modules wrapped: a stage an earlier
-# step ran is answered from that step's recorded prediction (no request), a stage of this step runs live and
-# is recorded, and a stage of a later step pauses the row there. So the glue between the stages (consensus
-# arguments, grounding, entity assembly, scores, thresholds) is the program's own code, not a copy.
-
-STEP_STAGES: dict[str, frozenset[str]] = {
-    "discovery": frozenset({"anchor", "explorer", "consensus"}),
-    "mediation": frozenset({"archetype"}),
-    "calibration": frozenset({"calibrator", "direct"}),
-}
-_TAPE: contextvars.ContextVar[_Tape] = contextvars.ContextVar("samner_ray_tape")
-
-
-class _Pause(BaseException):
-    """Raised by a stage that belongs to a later step; a BaseException so no stage or batch catches it."""
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A live stage's exception, kept by type name and message (exceptions do not all survive pickling)."""
-
-    kind: str
-    message: str
-
-    def exception(self) -> Exception:
-        return type(self.kind, (Exception,), {})(self.message)
-
-
-@dataclass
-class _Tape:
-    live: frozenset[str]
-    results: dict[tuple[str, str], Any] = field(default_factory=dict)
-
-
-class _Replayed:
-    """Stands in for one stage module of the program: replays, runs live, or pauses."""
-
-    def __init__(self, name: str, module: Any) -> None:
-        self.name = name
-        self.module = module
-
-    def __call__(self, **inputs: Any) -> Any:
-        tape = _TAPE.get()
-        key = (self.name, inputs["text"])
-        if key in tape.results:
-            result = tape.results[key]
-            if isinstance(result, _Failure):
-                raise result.exception()
-            return result
-        if self.name not in tape.live:
-            raise _Pause(self.name)
-        try:
-            result = self.module(**inputs)
-        except Exception as exc:
-            tape.results[key] = _Failure(type(exc).__name__, str(exc))
-            raise
-        tape.results[key] = result
-        return result
-
-
-def _staged(program: SAMNER) -> SAMNER:
-    for name in set().union(*STEP_STAGES.values()):
-        setattr(program, name, _Replayed(name, getattr(program, name)))
-    return program
-
-
-@dataclass
-class _Row:
-    key: dict[str, Any]
-    text: str
-    results: dict[tuple[str, str], Any] = field(default_factory=dict)
-    parts: list[str] = field(default_factory=list)
-    """The texts the program runs on: the text, or its windows."""
-    failed: dict[str, str] = field(default_factory=dict)
-    """Part -> the error that stopped it."""
-    error: str | None = None
-    record: dict[str, Any] | None = None
-
-
-def _failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _record(row: _Row, result: Any) -> dict[str, Any]:
-    """The output line, as ``samner annotate -o`` writes it (``id`` instead of ``index`` when the input has one)."""
-    return result_record(row.key, row.text, result)
+# --- the per-row work: SAMNER.forward itself, a step of the program's STEPS at a time (see .replay) ------------
 
 
 class _Step:
     """A Ray Data callable class: one program per endpoint, ``threads`` rows at once, rows round-robin."""
 
-    name = ""
-
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, step: int) -> None:
         self.spec = spec
-        self.programs = [_staged(program) for program in spec.programs()]
-        self.turn = itertools.count()
+        self.live = frozenset(SAMNER.STEPS[step])
+        self.final = step == len(SAMNER.STEPS) - 1
+        self.programs = Rotation(spec.programs())
         self.pool = ThreadPoolExecutor(max_workers=spec.threads, thread_name_prefix="samner-ray")
-        self.final = self.name == "calibration"
 
-    def _part(self, program: SAMNER, part: str) -> Any:
-        """Run the program on one part; None where it paused for a later step."""
-        try:
-            return program(part, self.spec.schema)
-        except _Pause:
-            return None
-
-    def _run(self, row: _Row) -> _Row:
-        if row.error is not None or row.record is not None:
-            return row
-        program = self.programs[next(self.turn) % len(self.programs)]
-        _TAPE.set(_Tape(STEP_STAGES[self.name], row.results))
-        schema, max_chars, overlap = self.spec.schema, self.spec.max_chars, self.spec.overlap
-        with dspy.context(disable_history=True):
-            try:
-                if not row.parts:
-                    text = check_text(row.text)
-                    row.parts = (
-                        [text[w.start : w.end] for w in windows(text, max_chars, overlap)] if max_chars else [text]
-                    )
-                if not max_chars:
-                    result = self._part(program, row.parts[0])
-                    if result is not None:
-                        row.record = _record(row, result)
-                    return row
-                for part in dict.fromkeys(row.parts):
-                    if part.strip() and part not in row.failed:
-                        try:
-                            self._part(program, part)
-                        except Exception as exc:  # one window fails, the document goes on
-                            row.failed[part] = _failure(exc)
-                if self.final:  # every window's stages are recorded: assemble exactly as local batches do
-                    row.record = _record(
-                        row, annotate_document(lambda part: program(part, schema), row.text, max_chars, overlap)
-                    )
-            except Exception as exc:  # one bad input must not end the job
-                row.error = _failure(exc)
-        return row
+    def _run(self, row: Row) -> Row:
+        return advance(self.programs.next(), row, self.spec.schema, self.live)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = [pickle.loads(state) for state in batch["state"]]
         contexts = [contextvars.copy_context() for _ in rows]
         rows = list(self.pool.map(lambda context, row: context.run(self._run, row), contexts, rows))
-        if not self.final:
-            return pd.DataFrame({"state": [pickle.dumps(row) for row in rows]})
-        records = [
-            row.record if row.error is None else {**row.key, "text": row.text, "error": row.error} for row in rows
-        ]
-        return pd.DataFrame(
-            {
-                "record": [json.dumps(record, ensure_ascii=False) for record in records],
-                "failed": [row.error is not None for row in rows],
-            }
-        )
-
-
-class _Discovery(_Step):
-    name = "discovery"
-
-
-class _Mediation(_Step):
-    name = "mediation"
-
-
-class _Calibration(_Step):
-    name = "calibration"
-
-
-def _to_rows(
-    batch: pd.DataFrame, text_column: str, id_column: str | None, done: frozenset, row_type: type = _Row
-) -> pd.DataFrame:
-    """Input rows to pickled ``row_type`` states, leaving out those an earlier run has written."""
-    key_column = id_column or "index"
-    states = []
-    for key, text in zip(batch[key_column], batch[text_column], strict=True):
-        key = key.item() if hasattr(key, "item") else key
-        if key in done:
-            continue
-        states.append(pickle.dumps(row_type({"id" if id_column else "index": key}, text)))
-    return pd.DataFrame({"state": states}, dtype=object)
+        return finished(rows) if self.final else pd.DataFrame({"state": [pickle.dumps(row) for row in rows]})
 
 
 # --- input and output ---------------------------------------------------------------------------------------
@@ -490,7 +303,9 @@ def annotate_corpus(
     RecordSink(output, filesystem, output_format)  # an unknown format fails before anything runs
     resolved = resolve_config(config)
     served = resolved if llm is not None else _served(resolved, api_bases[0] if api_bases else None)
-    spec = Spec(served, schema, dict(options), api_bases, max_chars, overlap, threads)
+    if max_chars:
+        options = {**options, "max_chars": max_chars, "overlap": overlap}
+    spec = Spec(served, schema, dict(options), api_bases, threads)
     SAMNER(spec.config, **spec.options)  # invalid options fail here, not in every worker
     if llm is not None:
         llm.check(spec.config)
@@ -521,19 +336,19 @@ def annotate_corpus(
     # Blocks of one batch each: an actor works on one block at a time, so a large block would hold every row in
     # one step until all of it is done instead of streaming rows on to the next step.
     steps = dataset.map_batches(
-        _to_rows,
+        to_rows,
         batch_format="pandas",
         batch_size=batch_size,
-        fn_args=(text_column, id_column, done, _Row if llm is None else RoundRow),
+        fn_args=(text_column, id_column, done, llm is not None),
         num_cpus=num_cpus_per_worker,
     ).repartition(target_num_rows_per_block=batch_size)
     if llm is not None:
         steps = request_rounds(steps, spec, llm, workers, batch_size, num_cpus_per_worker)
     else:
-        for step in (_Discovery, _Mediation, _Calibration):
+        for step in range(len(SAMNER.STEPS)):
             steps = steps.map_batches(
-                step,
-                fn_constructor_args=(spec,),
+                _Step,
+                fn_constructor_args=(spec, step),
                 batch_format="pandas",
                 batch_size=batch_size,
                 compute=ray.data.ActorPoolStrategy(size=workers),

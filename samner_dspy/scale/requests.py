@@ -60,23 +60,24 @@ class StageReply:
 
 @dataclass
 class Book:
-    """One text's requests: the replies collected so far, and those still to be asked this round."""
+    """One input's requests: the replies collected so far, those still to be asked this round, and the texts
+    (the input, or its windows) whose stages wait for them."""
 
     replies: dict[str, StageReply] = field(default_factory=dict)
     pending: dict[str, StageRequest] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
 
 
 _BOOK: contextvars.ContextVar[Book] = contextvars.ContextVar("samner_request_book")
+ASKED: contextvars.ContextVar[list[str]] = contextvars.ContextVar("samner_asked")
+"""The keys of the requests the current stage call recorded without a reply (set by the replaying stage)."""
 
 
 def open_book(book: Book) -> contextvars.Token:
-    """Make ``book`` the one this thread's stage calls answer from and record into."""
+    """Make ``book`` the one this thread's stage calls answer from and record into, for a new pass."""
     book.pending.clear()
+    book.waiting.clear()
     return _BOOK.set(book)
-
-
-def current_book() -> Book:
-    return _BOOK.get()
 
 
 class ProcessorError(Exception):
@@ -117,6 +118,7 @@ class RecordingEngine:
         reply = book.replies.get(asked.key)
         if reply is None:
             book.pending.setdefault(asked.key, asked)
+            ASKED.get([]).append(asked.key)
             reply = StageReply("")
         elif reply.error is not None:
             raise ProcessorError(reply.error)

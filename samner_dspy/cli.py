@@ -247,6 +247,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from samner_dspy.config import CachePolicy, resolve_config
     from samner_dspy.evals import report
     from samner_dspy.evals.crossner import load_crossner
+    from samner_dspy.evals.definitions import eval_schemas, named_gold
+    from samner_dspy.evals.paired import Bootstrap
     from samner_dspy.evals.runner import CONFIGURATIONS, TITLES, Item, build_program, done_keys, read_results, run
 
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -264,23 +266,23 @@ def evaluate(args: argparse.Namespace) -> int:
         # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
         config = replace(config, cache=CachePolicy(True, str(output / "cache"), args.cache_revision))
     if args.data_file:
+        if args.definitions or args.label_names != "readable":
+            raise SamnerError("--definitions and --label-names are for CrossNER; --schema defines --data-file's labels")
         domains, schemas, items_by_domain = _labelled_file(args, Item)
     else:
         domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-        schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
-        items_by_domain = {
-            domain: [
-                Item(domain, i, s) for i, s in enumerate(load_crossner(domain, args.split, args.data)[: args.limit])
-            ]
-            for domain in domains
-        }
+        schemas = eval_schemas(domains, args.definitions, args.label_names)
+        items_by_domain = {}
+        for domain in domains:
+            sentences = named_gold(load_crossner(domain, args.split, args.data)[: args.limit], args.label_names)
+            items_by_domain[domain] = [Item(domain, i, s) for i, s in enumerate(sentences)]
     items = [item for domain in domains for item in items_by_domain[domain]]
     programs = {(name, domain): build_program(name, config) for name in names for domain in domains}
     if args.fewshot:
         from samner_dspy.evals.fewshot import bootstrap
 
         for (name, domain), program in programs.items():
-            train = load_crossner(domain, "train", args.data)[: args.fewshot_pool]
+            train = named_gold(load_crossner(domain, "train", args.data)[: args.fewshot_pool], args.label_names)
             programs[name, domain] = bootstrap(program, train, schemas[domain], args.fewshot)
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -306,7 +308,7 @@ def evaluate(args: argparse.Namespace) -> int:
     results = {
         name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
     }
-    summary = report.summarize(results)
+    summary = report.summarize(results, Bootstrap(args.bootstrap_resamples, args.bootstrap_seed))
     command = "samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     shots = f"{args.fewshot}-shot (BootstrapFewShot demos from train)" if args.fewshot else "zero-shot"
     heading = f"CrossNER {args.split}, first {args.limit} sentences per domain, {shots}"
@@ -396,6 +398,13 @@ def _unit_interval(value: str) -> float:
     return number
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samner", description="Zero-shot NER by semantic archetype mediation.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -446,6 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-file", help="your own labelled data instead of CrossNER (needs --schema)")
     ev.add_argument("--format", choices=("bio", "jsonl", "docbin"), help="of --data-file (default: by extension)")
     ev.add_argument("--schema", help="label definitions for --data-file: a JSON file, inline JSON, or 'a,b,c'")
+    ev.add_argument(
+        "--definitions",
+        help="label definitions for the CrossNER domains: a JSON file of {label: definition} (one domain) or "
+        "{domain: {label: definition}} (the shape of the SAM-NER authors' schema_define_crossNER.json)",
+    )
+    ev.add_argument(
+        "--label-names",
+        choices=("readable", "raw"),
+        default="readable",
+        help="labels sent to the model: readable names (programming language) or CrossNER's tags (programlang)",
+    )
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--limit", type=int, default=50, help="first N sentences of each domain")
     ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
@@ -456,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fewshot", type=int, default=0, help="demos per stage bootstrapped from train (0: zero-shot)")
     ev.add_argument("--fewshot-pool", type=int, default=20, help="train sentences to bootstrap demos from")
     ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument(
+        "--bootstrap-resamples", type=_positive, default=2000, help="for the intervals against direct prompting"
+    )
+    ev.add_argument("--bootstrap-seed", type=int, default=0, help="fixes the resamples, so a report is reproducible")
     ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
     ev.set_defaults(handler=evaluate)

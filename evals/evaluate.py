@@ -12,6 +12,8 @@ from samner_dspy.config import CachePolicy, resolve_config
 from samner_dspy.errors import SamnerError
 from samner_dspy.evals import report
 from samner_dspy.evals.crossner import load_crossner
+from samner_dspy.evals.definitions import eval_schemas, named_gold
+from samner_dspy.evals.paired import Bootstrap
 from samner_dspy.evals.runner import (
     ABLATIONS,
     CONFIGURATIONS,
@@ -50,24 +52,31 @@ class Data:
     data_file: str | None = None
     data_format: str | None = None
     schema: str | None = None
+    definitions: str | None = None
+    """A file of label definitions for the CrossNER domains (:func:`samner_dspy.evals.definitions.eval_schemas`)."""
+    label_names: str = "readable"
+    """``readable`` (this project's label names) or ``raw`` (CrossNER's tags, as the authors' prompts use)."""
 
     def load(self) -> tuple[list[str], dict[str, Schema], dict[str, list[Item]]]:
         if self.data_file:
             return self._labelled_file()
         domains = [d.strip() for d in self.domains.split(",") if d.strip()]
-        schemas = {domain: Schema.from_name(f"crossner:{domain}") for domain in domains}
+        schemas = eval_schemas(domains, self.definitions, self.label_names)
         items = {
-            domain: [
-                Item(domain, i, s)
-                for i, s in enumerate(load_crossner(domain, self.split, self.crossner_dir)[: self.limit])
-            ]
+            domain: [Item(domain, i, s) for i, s in enumerate(self.sentences(domain, self.split)[: self.limit])]
             for domain in domains
         }
         return domains, schemas, items
 
+    def sentences(self, domain: str, split: str) -> list:
+        """A CrossNER split with its gold labels named as the schemas name them."""
+        return named_gold(load_crossner(domain, split, self.crossner_dir), self.label_names)
+
     def _labelled_file(self) -> tuple[list[str], dict[str, Schema], dict[str, list[Item]]]:
         from samner_dspy.evals.datafiles import load_labelled
 
+        if self.definitions or self.label_names != "readable":
+            raise SamnerError("--definitions and --label-names are for CrossNER; --schema defines --data-file's labels")
         if not self.schema:
             raise SamnerError("--data-file needs --schema (a JSON file of label definitions, or labels 'a,b,c')")
         schema = Schema.parse_arg(self.schema)
@@ -95,6 +104,7 @@ def evaluate(
     cache_revision: str = "",
     fewshot: int = 0,
     fewshot_pool: int = 20,
+    bootstrap: Bootstrap | None = None,
     command: str = "samner eval",
     console: Console | None = None,
 ) -> tuple[Path, Path]:
@@ -113,7 +123,7 @@ def evaluate(
         from samner_dspy.evals.fewshot import bootstrap
 
         for (name, domain), program in programs.items():
-            train = load_crossner(domain, "train", data.crossner_dir)[:fewshot_pool]
+            train = data.sentences(domain, "train")[:fewshot_pool]
             programs[name, domain] = bootstrap(program, train, schemas[domain], fewshot)
     console = console or Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -139,7 +149,7 @@ def evaluate(
     results = {
         name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
     }
-    summary = report.summarize(results)
+    summary = report.summarize(results, bootstrap or Bootstrap())
     shots = f"{fewshot}-shot (BootstrapFewShot demos from train)" if fewshot else "zero-shot"
     paths = report.write(summary, output, data.heading(shots), command, results)
     console.print(report.rich_table(summary))

@@ -91,6 +91,14 @@ def span_score(gold: Iterable[Collection[Mention]], predicted: Iterable[Collecti
     return _score_by(gold, predicted, lambda mention: mention[:2])
 
 
+def label_accuracy(strict: Scores, spans: Scores) -> float | None:
+    """Of the predictions on a gold span (span hits), the share that also carry its label (strict hits).
+
+    Strict F1 mixes finding entities with typing them; this isolates typing. None when no span was found.
+    """
+    return strict.tp / spans.tp if spans.tp else None
+
+
 def per_label(gold: Iterable[Collection[Mention]], predicted: Iterable[Collection[Mention]]) -> dict[str, Scores]:
     """Strict scores per label; a prediction under a label gold never uses is a false positive of that label."""
     by_label: dict[str, Scores] = defaultdict(Scores)

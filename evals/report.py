@@ -9,7 +9,16 @@ from typing import Any
 from rich.table import Table
 
 from samner_dspy.evals import curve
-from samner_dspy.evals.metric import Scores, archetype_consistency, macro_average, per_label, score, span_score
+from samner_dspy.evals.metric import (
+    Scores,
+    archetype_consistency,
+    label_accuracy,
+    macro_average,
+    per_label,
+    score,
+    span_score,
+)
+from samner_dspy.evals.paired import BASELINE, Bootstrap, compare
 from samner_dspy.evals.runner import TITLES
 
 DOMAIN_TITLES = {"ai": "AI", "literature": "Literature", "music": "Music", "politics": "Politics", "science": "Science"}
@@ -22,9 +31,11 @@ def _mentions(records: list[dict[str, Any]]) -> tuple[list[list[tuple]], list[li
     return gold, predicted, with_archetypes
 
 
-def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Scores of every configuration: strict and span-only, per domain, per label, and archetype purity."""
+def summarize(results: dict[str, list[dict[str, Any]]], bootstrap: Bootstrap | None = None) -> dict[str, Any]:
+    """Scores of every configuration: strict and span-only, label accuracy on found spans, per domain, per label,
+    archetype purity, and (when direct prompting ran too) the paired difference to it with its interval."""
     summary: dict[str, Any] = {}
+    paired = compare(results, BASELINE, bootstrap or Bootstrap())
     for name, records in results.items():
         domains = _ordered({r["domain"] for r in records})
         strict: dict[str, Scores] = {}
@@ -37,6 +48,8 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             spans[domain] = span_score(gold, predicted)
             labels[domain] = {label: s.to_dict() for label, s in sorted(per_label(gold, predicted).items())}
             purity[domain] = archetype_consistency(gold, with_archetypes)
+        typing = {d: _typing(strict[d], spans[d]) for d in domains}
+        found = [t["accuracy"] for t in typing.values() if t["accuracy"] is not None]
         requests = [sum(s["requests"] for s in r["trace"]["stages"]) for r in records]
         summary[name] = {
             "title": TITLES.get(name, name),
@@ -45,11 +58,20 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "strict_avg_f1": macro_average(strict),
             "span": {d: s.to_dict() for d, s in spans.items()},
             "span_avg_f1": macro_average(spans),
+            "label_accuracy": typing,
+            "label_accuracy_avg": sum(found) / len(found) if found else None,
             "per_label": labels,
             "archetype_consistency": purity,
             "requests_per_sentence": sum(requests) / max(len(requests), 1),
         }
+        if name in paired:
+            summary[name]["vs_direct"] = paired[name]
     return summary
+
+
+def _typing(strict: Scores, spans: Scores) -> dict[str, Any]:
+    """Label accuracy on found spans with its counts: span hits, and how many of them had the gold label."""
+    return {"matched": spans.tp, "correct": strict.tp, "accuracy": label_accuracy(strict, spans)}
 
 
 def _ordered(domains: set[str]) -> list[str]:
@@ -67,6 +89,37 @@ def _f1_row(entry: dict[str, Any], key: str, domains: list[str]) -> list[str]:
     return [*cells, f"{100 * entry[f'{key}_avg_f1']:.1f}"]
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _accuracy_row(entry: dict[str, Any], domains: list[str]) -> list[str]:
+    cells = [_percent(entry["label_accuracy"][d]["accuracy"]) if d in entry["label_accuracy"] else "-" for d in domains]
+    return [*cells, _percent(entry["label_accuracy_avg"])]
+
+
+def _paired_section(summary: dict[str, Any]) -> list[str]:
+    """Each configuration against direct prompting on the same sentences: difference, interval, verdict."""
+    paired = [e for e in summary.values() if "vs_direct" in e]
+    if not paired:
+        return []
+    first = paired[0]["vs_direct"]
+    lines = ["", f"## Paired against {TITLES.get(first['baseline'], first['baseline'])} (macro strict F1)", ""]
+    lines.append(
+        f"Difference of macro strict F1 on the same sentences, with its {100 * first['confidence']:.0f}% bootstrap "
+        f"interval ({first['resamples']} resamples of the sentences within each domain, seed {first['seed']}). "
+        "An interval that contains 0 is no difference."
+    )
+    lines += ["", "| Method | Difference | Interval | Verdict | Sentences |", "|---|---|---|---|---|"]
+    for entry in paired:
+        p = entry["vs_direct"]
+        interval = f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
+        lines.append(
+            f"| {entry['title']} | {100 * p['difference']:+.1f} | {interval} | {p['verdict']} | {p['sentences']} |"
+        )
+    return lines
+
+
 def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
     domains = _domains(summary)
     header = "| Method | " + " | ".join(DOMAIN_TITLES.get(d, d) for d in domains) + " | Avg. |"
@@ -76,6 +129,11 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
     lines += [f"| {e['title']} | " + " | ".join(_f1_row(e, "strict", domains)) + " |" for e in summary.values()]
     lines += ["", "## Discovery: span F1 ignoring labels", "", header, rule]
     lines += [f"| {e['title']} | " + " | ".join(_f1_row(e, "span", domains)) + " |" for e in summary.values()]
+    lines += ["", "## Typing: label accuracy on found spans", ""]
+    lines += ["Of the predictions whose span matches a gold span, the share with the gold label.", ""]
+    lines += [header, rule]
+    lines += [f"| {e['title']} | " + " | ".join(_accuracy_row(e, domains)) + " |" for e in summary.values()]
+    lines += _paired_section(summary)
     lines += ["", "## Archetype consistency with gold labels (purity of matched spans)", "", header, rule]
     for entry in summary.values():
         if not any(c["matched"] for c in entry["archetype_consistency"].values()):
@@ -95,10 +153,19 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
 def rich_table(summary: dict[str, Any]) -> Table:
     domains = _domains(summary)
     table = Table(title="Strict micro-F1 (x100)")
-    for column in ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg."]:
+    columns = ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg.", "label acc.", "vs direct"]
+    for column in columns:
         table.add_column(column)
     for entry in summary.values():
-        table.add_row(entry["title"], *_f1_row(entry, "strict", domains), f"{100 * entry['span_avg_f1']:.1f}")
+        paired = entry.get("vs_direct")
+        versus = "" if paired is None else f"{100 * paired['difference']:+.1f} ({paired['verdict']})"
+        table.add_row(
+            entry["title"],
+            *_f1_row(entry, "strict", domains),
+            f"{100 * entry['span_avg_f1']:.1f}",
+            _percent(entry["label_accuracy_avg"]),
+            versus,
+        )
     return table
 
 

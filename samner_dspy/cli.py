@@ -188,8 +188,19 @@ def annotate(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from samner_dspy.evals.evaluate import Data, configuration_names, evaluate
+    from samner_dspy.evals.paired import Bootstrap
 
-    data = Data(args.domains, args.split, args.limit, args.data, args.data_file, args.format, args.schema)
+    data = Data(
+        args.domains,
+        args.split,
+        args.limit,
+        args.data,
+        args.data_file,
+        args.format,
+        args.schema,
+        args.definitions,
+        args.label_names,
+    )
     evaluate(
         configuration_names(args.configs, args.ablations, args.direct),
         data,
@@ -200,6 +211,7 @@ def evaluate(args: argparse.Namespace) -> int:
         cache_revision=args.cache_revision,
         fewshot=args.fewshot,
         fewshot_pool=args.fewshot_pool,
+        bootstrap=Bootstrap(args.bootstrap_resamples, args.bootstrap_seed),
         command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
     )
     return 0
@@ -281,6 +293,13 @@ def _unit_interval(value: str) -> float:
     return number
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samner", description="Zero-shot NER by semantic archetype mediation.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-file", help="your own labelled data instead of CrossNER (needs --schema)")
     ev.add_argument("--format", choices=("bio", "jsonl", "docbin"), help="of --data-file (default: by extension)")
     ev.add_argument("--schema", help="label definitions for --data-file: a JSON file, inline JSON, or 'a,b,c'")
+    ev.add_argument(
+        "--definitions",
+        help="label definitions for the CrossNER domains: a JSON file of {label: definition} (one domain) or "
+        "{domain: {label: definition}} (the shape of the SAM-NER authors' schema_define_crossNER.json)",
+    )
+    ev.add_argument(
+        "--label-names",
+        choices=("readable", "raw"),
+        default="readable",
+        help="labels sent to the model: readable names (programming language) or CrossNER's tags (programlang)",
+    )
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--limit", type=int, default=50, help="first N sentences of each domain")
     ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
@@ -350,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fewshot", type=int, default=0, help="demos per stage bootstrapped from train (0: zero-shot)")
     ev.add_argument("--fewshot-pool", type=int, default=20, help="train sentences to bootstrap demos from")
     ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument(
+        "--bootstrap-resamples", type=_positive, default=2000, help="for the intervals against direct prompting"
+    )
+    ev.add_argument("--bootstrap-seed", type=int, default=0, help="fixes the resamples, so a report is reproducible")
     ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
     ev.set_defaults(handler=evaluate)

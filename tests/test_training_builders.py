@@ -43,7 +43,7 @@ def built(tmp_path: Path, kind: str, source: Path, **options) -> tuple[list[list
 
 
 def test_explorer_examples_are_the_explorer_stage_prompt_plus_the_answer(tmp_path):
-    examples, _ = built(tmp_path, "explorer", PILE_NER)
+    examples, _ = built(tmp_path, "explorer", PILE_NER, shuffle=False)
     record = next(iter_file(PILE_NER))
     text = record["conversations"][0]["value"].removeprefix("Text: ")
     messages = examples[0]
@@ -133,17 +133,90 @@ def test_archetype_build_counts_skips_and_projects_types(tmp_path):
     }
     assert report["mentions"] == {
         "not found in the text as a whole word: dropped": 1,  # "Robert Zimmerman"
-        "overlaps a better-supported or longer mention: dropped": 1,  # New York inside The New York Times
+        # By default only a mention's first occurrence is tagged, as in the authors' builder: New York's first
+        # is inside The New York Times, so New York is not tagged at all.
+        "overlaps a longer mention: dropped": 1,
     }
     answers = [SamnerAdapter().parse(ClassifyArchetype, m[-1]["content"])["archetypes"] for m in examples]
-    assert answers[2] == {"The New York Times": "Organization", "New York": "Location"}
-    assert "<ENT>The New York Times</ENT> before moving to <ENT>New York</ENT>." in examples[2][1]["content"]
+    assert answers[2] == {"The New York Times": "Organization"}
+    assert "<ENT>The New York Times</ENT> before moving to New York." in examples[2][1]["content"]
     assert answers[3] == {"IL-2 gene": "Medicine", "NF-kappa B": "Medicine", "activated T cells": "Medicine"}
     assert answers[4] == {
         "Laser sintering": "Computer_Science",
         "titanium powder": "Science",
         "Ti6Al4V lattice": "Misc",
     }
+
+
+def test_archetype_build_can_tag_every_occurrence_as_the_pipeline_does_at_inference(tmp_path):
+    examples, report = built(tmp_path, "archetype", IEPILE, occurrences="every")
+    assert report["written"] == 5
+    assert report["mentions"]["overlaps a better-supported or longer mention: dropped"] == 1
+    answers = [SamnerAdapter().parse(ClassifyArchetype, m[-1]["content"])["archetypes"] for m in examples]
+    assert answers[2] == {"The New York Times": "Organization", "New York": "Location"}
+    assert "<ENT>The New York Times</ENT> before moving to <ENT>New York</ENT>." in examples[2][1]["content"]
+
+
+def iepile_record(text: str, output: dict[str, list[str]]) -> dict[str, str]:
+    instruction = {"instruction": "Extract entities.", "schema": list(output), "input": text}
+    return {"task": "NER", "source": "test", "instruction": json.dumps(instruction), "output": json.dumps(output)}
+
+
+def test_first_occurrence_or_every_occurrence_is_tagged():
+    record = iepile_record("Paris is big and Paris is old.", {"location": ["Paris"]})
+    first = iepile_example(record, Counter())
+    every = iepile_example(record, Counter(), occurrences="every")
+    assert first.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and Paris is old."
+    assert every.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and <ENT>Paris</ENT> is old."
+    assert first.outputs == every.outputs == {"archetypes": {"Paris": "Location"}}
+
+
+def test_numeric_types_are_dropped_by_default_or_projected_onto_misc():
+    text = "Ada Lovelace wrote two notes in 1843."
+    record = iepile_record(text, {"person": ["Ada Lovelace"], "Date": ["1843"], "cardinal": ["two"]})
+    notes: Counter[str] = Counter()
+    dropped = iepile_example(record, notes)
+    assert dropped.inputs["tagged_text"] == "<ENT>Ada Lovelace</ENT> wrote two notes in 1843."
+    assert dropped.outputs == {"archetypes": {"Ada Lovelace": "Person"}}
+    assert list(dropped.inputs["archetype_definitions"]) == ["Person"], "a dropped type adds no Misc definition"
+    assert notes == {"of a numeric type: dropped": 2}
+    kept = iepile_example(record, Counter(), numeric="misc")
+    assert kept.outputs == {"archetypes": {"Ada Lovelace": "Person", "two": "Misc", "1843": "Misc"}}
+    assert set(kept.inputs["archetype_definitions"]) == {"Person", "Misc"}
+
+
+def test_a_record_of_numeric_entities_only_is_skipped_with_its_reason():
+    record = iepile_record("It rained on 3 May.", {"date": ["3 May"]})
+    with pytest.raises(Skip) as skipped:
+        iepile_example(record, Counter())
+    assert skipped.value.reason == "only entities of numeric types"
+    assert iepile_example(record, Counter(), numeric="misc").outputs == {"archetypes": {"3 May": "Misc"}}
+
+
+def prompt_types(messages: list[dict[str, str]]) -> list[str]:
+    content = messages[1]["content"]
+    return json.loads(content.split("[[ ## entity_types ## ]]\n", 1)[1].split("\n", 1)[0])
+
+
+def test_explorer_types_are_listed_in_a_seeded_random_order_and_the_answer_is_unchanged(tmp_path):
+    plain, _ = built(tmp_path / "plain", "explorer", PILE_NER, shuffle=False)
+    once, _ = built(tmp_path / "once", "explorer", PILE_NER, seed=7)
+    again, _ = built(tmp_path / "again", "explorer", PILE_NER, seed=7)
+    other, _ = built(tmp_path / "other", "explorer", PILE_NER, seed=8)
+    assert once == again, "the same seed gives the same file"
+    assert [prompt_types(m) for m in once] != [prompt_types(m) for m in other]
+    assert [prompt_types(m) for m in once] != [prompt_types(m) for m in plain]
+    for shuffled, unshuffled in zip(once, plain, strict=True):
+        assert shuffled[2] == unshuffled[2], "the answer keeps the source's order"
+        assert sorted(prompt_types(shuffled)) == sorted(answer_types(unshuffled))
+    assert [prompt_types(m) for m in plain] == [answer_types(m) for m in plain]
+
+
+def test_builder_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="numeric"):
+        build("archetype", [], tmp_path / "x.jsonl", numeric="keep")
+    with pytest.raises(ValueError, match="occurrences"):
+        build("archetype", [], tmp_path / "x.jsonl", occurrences="all")
 
 
 def test_tag_lookalikes_in_the_source_text_are_escaped_as_at_inference():
@@ -213,3 +286,17 @@ def test_hub_loading_streams_a_dataset_folder_in_the_public_layout(tmp_path, mon
     assert len(iepile_records) == 11 and iepile_records[0]["task"] == "NER"
     report = build("archetype", iter_hub(str(iepile), "train.json"), tmp_path / "a.jsonl")
     assert report.written == 5
+
+
+def test_samner_build_passes_the_faithfulness_switches(tmp_path, capsys):
+    from samner_dspy.cli import main
+
+    every, first = tmp_path / "every.jsonl", tmp_path / "first.jsonl"
+    assert main(["build", "archetype", "-i", str(IEPILE), "-o", str(every), "--occurrences", "every"]) == 0
+    assert main(["build", "archetype", "-i", str(IEPILE), "-o", str(first)]) == 0
+    assert "<ENT>New York</ENT>." in every.read_text() and "<ENT>New York</ENT>." not in first.read_text()
+    plain, shuffled = tmp_path / "plain.jsonl", tmp_path / "shuffled.jsonl"
+    assert main(["build", "explorer", "-i", str(PILE_NER), "-o", str(plain), "--no-shuffle"]) == 0
+    assert main(["build", "explorer", "-i", str(PILE_NER), "-o", str(shuffled), "--seed", "3"]) == 0
+    assert [prompt_types(m) for m in read_examples(plain)] == [answer_types(m) for m in read_examples(plain)]
+    assert [prompt_types(m) for m in read_examples(shuffled)] != [prompt_types(m) for m in read_examples(plain)]

@@ -1,11 +1,16 @@
 """Training files for the two adapters SAM-NER trains, rendered exactly as the stages prompt at inference.
 
 - explorer: Pile-NER (``Universal-NER/Pile-NER-type``, UniversalNER's conversation format) becomes
-  ``ExtractSpans`` examples: the passage, every entity type asked about, and the mentions per type.
+  ``ExtractSpans`` examples: the passage, every entity type asked about, and the mentions per type. As in
+  the authors' builder, the types are listed in a (seeded) random order in every example, so the adapter
+  learns no position bias from Pile-NER's positives-first order; ``shuffle=False`` keeps that order.
 - archetype: IEPile's NER records (``zjunlp/iepile``) become ``ClassifyArchetype`` examples: each
-  fine-grained type is projected onto its archetype (appendix B), every mention is marked with
-  ``<ENT>`` tags the way the stage marks discovered entities, and the example is conditioned on the
-  instance's projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes.
+  fine-grained type is projected onto its archetype (appendix B), mentions are marked with ``<ENT>``
+  tags the way the stage marks discovered entities, and the example is conditioned on the instance's
+  projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes. As in the
+  authors' builder, numeric types (:data:`NUMERIC_TYPES`: dates, amounts, ratings) are dropped rather
+  than projected onto Misc (``numeric="misc"`` projects them), and only a mention's first occurrence is
+  tagged (``occurrences="every"`` tags every one, as the pipeline does at inference).
 
 Each example's messages come from the stage module's own adapter and signature
 (:func:`samner_dspy.adapters.training_messages`), so a trained adapter sees the inference prompt. The
@@ -19,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -30,16 +36,28 @@ from typing import Any, Literal
 import dspy
 
 from samner_dspy.adapters import training_messages
-from samner_dspy.archetypes import archetype_definitions, project_schema, project_type
-from samner_dspy.grounding import Located, locate
+from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_schema, project_type
+from samner_dspy.grounding import Located, locate, resolve_overlaps
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ground_candidates
 from samner_dspy.tagging import tag_entities
-from samner_dspy.types import Candidate
+from samner_dspy.types import Candidate, Span
 
 Kind = Literal["explorer", "archetype"]
 Conditioning = Literal["instance", "full"]
+Numeric = Literal["drop", "misc"]
+Occurrences = Literal["first", "every"]
+
+NUMERIC_TYPES: frozenset[str] = frozenset(
+    normalize_type_name(name)
+    for name in (
+        "cardinal", "ordinal", "percent", "money", "price", "quantity",
+        "average ratings", "rating", "date", "time", "year", "hours",
+    )
+)  # fmt: skip
+"""The IEPile types the authors' archetype builder leaves out (names compared as :func:`normalize_type_name`
+compares them): values, not names, so no archetype fits them."""
 
 PILE_NER_HUB = "Universal-NER/Pile-NER-type"
 IEPILE_HUB = "zjunlp/iepile"
@@ -170,6 +188,14 @@ def pile_ner_example(record: Any, notes: Counter[str]) -> Example:
     return Example({"entity_types": list(types), "text": text}, {"entities": types})
 
 
+def shuffle_types(example: Example, rng: random.Random) -> Example:
+    """The explorer example with the types its prompt lists in random order, as the authors' builder lists
+    them; the answer keeps the source's order, as theirs keeps it."""
+    types = list(example.inputs["entity_types"])
+    rng.shuffle(types)
+    return Example({**example.inputs, "entity_types": types}, example.outputs)
+
+
 def _json_field(record: dict[str, Any], name: str) -> Any:
     value = record.get(name)
     if isinstance(value, str):
@@ -180,13 +206,44 @@ def _json_field(record: dict[str, Any], name: str) -> Any:
     return value
 
 
-def iepile_example(record: Any, notes: Counter[str], conditioning: Conditioning = "instance") -> Example:
+def _first_occurrences(text: str, surfaces: Iterable[str], notes: Counter[str]) -> list[tuple[Span, Candidate]]:
+    """Each mention's first whole-word occurrence, as the authors' builder tags; of overlapping ones the longest."""
+    owner: dict[Span, Candidate] = {}
+    for surface in surfaces:
+        where = locate(text, surface)
+        if not isinstance(where, Located):
+            notes[f"{where.reason}: dropped"] += 1
+            continue
+        owner.setdefault(where.spans[0], Candidate(surface, ("gold",)))
+    kept, discarded = resolve_overlaps(list(owner))
+    if discarded:
+        notes["overlaps a longer mention: dropped"] += len(discarded)
+    return [(span, owner[span]) for span in kept]
+
+
+def _every_occurrence(text: str, surfaces: Iterable[str], notes: Counter[str]) -> list[tuple[Span, Candidate]]:
+    """Every occurrence of each mention, as the pipeline marks discovered entities at inference."""
+    located, grounding = ground_candidates(text, [Candidate(surface, ("gold",)) for surface in surfaces])
+    for dropped in grounding.dropped:
+        notes[f"{dropped.reason}: dropped"] += 1
+    return located
+
+
+def iepile_example(
+    record: Any,
+    notes: Counter[str],
+    conditioning: Conditioning = "instance",
+    numeric: Numeric = "drop",
+    occurrences: Occurrences = "first",
+) -> Example:
     """One IEPile NER record as a ``ClassifyArchetype`` example.
 
     A record is ``{"task", "source", "instruction", "output"}`` where ``instruction`` is a JSON string of
     ``{"instruction", "schema", "input"}`` and ``output`` a JSON string mapping each schema type to its
-    mentions. Mentions are grounded and marked as the pipeline marks discovered entities (every
-    occurrence; of overlapping ones the longest stays), so the tagged text is what the stage would send.
+    mentions. Mentions of :data:`NUMERIC_TYPES` are dropped (``numeric="drop"``) or projected onto Misc
+    (``"misc"``). The rest are grounded and marked with ``<ENT>`` tags: at their first occurrence
+    (``occurrences="first"``, the authors' training data) or at every one (``"every"``, what the stage sends
+    at inference); of overlapping ones the longest stays.
     """
     if not isinstance(record, dict):
         raise Skip("not a JSON object")
@@ -204,18 +261,25 @@ def iepile_example(record: Any, notes: Counter[str], conditioning: Conditioning 
     output = _json_field(record, "output")
     if not isinstance(output, dict):
         raise Skip("'output' is not a JSON object")
+    if numeric == "drop":
+        schema = [t for t in schema if normalize_type_name(t) not in NUMERIC_TYPES]
     archetype_of: dict[str, set[str]] = {}
+    kept_types: list[str] = []
     for fine_type, mentions in output.items():
+        if numeric == "drop" and normalize_type_name(str(fine_type)) in NUMERIC_TYPES:
+            if mentions:
+                notes["of a numeric type: dropped"] += len(mentions) if isinstance(mentions, list) else 1
+            continue
+        kept_types.append(str(fine_type))
         if isinstance(mentions, str):
             mentions = [mentions]
         for mention in mentions if isinstance(mentions, list) else []:
             if isinstance(mention, str) and mention.strip():
                 archetype_of.setdefault(mention, set()).add(project_type(str(fine_type)))
     if not archetype_of:
-        raise Skip("no entities")
-    located, grounding = ground_candidates(text, [Candidate(mention, ("gold",)) for mention in archetype_of])
-    for dropped in grounding.dropped:
-        notes[f"{dropped.reason}: dropped"] += 1
+        raise Skip("no entities" if notes["of a numeric type: dropped"] == 0 else "only entities of numeric types")
+    tag = _first_occurrences if occurrences == "first" else _every_occurrence
+    located = tag(text, archetype_of, notes)
     if not located:
         raise Skip("no entity found in the text")
     labels: dict[str, set[str]] = {}
@@ -228,7 +292,7 @@ def iepile_example(record: Any, notes: Counter[str], conditioning: Conditioning 
     if conditioning == "full":
         definitions = archetype_definitions()
     else:
-        projected = set(project_schema([*schema, *map(str, output)]))
+        projected = set(project_schema([*schema, *kept_types]))
         definitions = {name: meaning for name, meaning in archetype_definitions().items() if name in projected}
     return Example(
         {"archetype_definitions": definitions, "tagged_text": tag_entities(text, spans), "entities": entities},
@@ -251,9 +315,23 @@ def build(
     source: str = "",
     limit: int | None = None,
     conditioning: Conditioning = "instance",
+    numeric: Numeric = "drop",
+    occurrences: Occurrences = "first",
+    shuffle: bool = True,
+    seed: int = 0,
     progress: Callable[[BuildReport], None] | None = None,
 ) -> BuildReport:
-    """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it."""
+    """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it.
+
+    ``conditioning``, ``numeric`` and ``occurrences`` shape archetype examples (see :func:`iepile_example`);
+    ``shuffle`` and ``seed`` the explorer's (see :func:`shuffle_types`): the same seed, the same file. Exact
+    duplicates are found before shuffling, so a shuffle cannot make a repeated record look new.
+    """
+    if numeric not in ("drop", "misc"):
+        raise ValueError(f"numeric must be 'drop' or 'misc', got {numeric!r}")
+    if occurrences not in ("first", "every"):
+        raise ValueError(f"occurrences must be 'first' or 'every', got {occurrences!r}")
+    rng = random.Random(seed) if shuffle else None
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     adapter, signature = stage_renderer(kind)
@@ -270,17 +348,20 @@ def build(
                 if kind == "explorer":
                     example = pile_ner_example(record, notes)
                 else:
-                    example = iepile_example(record, notes, conditioning)
+                    example = iepile_example(record, notes, conditioning, numeric, occurrences)
             except Skip as skip:
                 report.skipped[skip.reason] += 1
                 continue
-            messages = training_messages(adapter, signature, example.inputs, example.outputs)
-            line = json.dumps({"messages": messages}, ensure_ascii=False)
-            digest = hashlib.blake2b(line.encode("utf-8"), digest_size=16).digest()
+            content = json.dumps([example.inputs, example.outputs], ensure_ascii=False)
+            digest = hashlib.blake2b(content.encode("utf-8"), digest_size=16).digest()
             if digest in seen:
                 report.skipped["duplicate of an earlier example"] += 1
                 continue
             seen.add(digest)
+            if kind == "explorer" and rng is not None:
+                example = shuffle_types(example, rng)
+            messages = training_messages(adapter, signature, example.inputs, example.outputs)
+            line = json.dumps({"messages": messages}, ensure_ascii=False)
             report.mentions.update(notes)
             sink.write(line + "\n")
             report.written += 1

@@ -37,6 +37,10 @@ def build_data(args: argparse.Namespace) -> int:
         source=source,
         limit=args.limit,
         conditioning=args.conditioning,
+        numeric=args.numeric,
+        occurrences=args.occurrences,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
         progress=progress,
     )
     print(report.summary())
@@ -150,6 +154,23 @@ def add_commands(commands: Any) -> None:
         default="instance",
         help="archetype: show each example its projected schema (the paper) or all 14 archetypes",
     )
+    data.add_argument(
+        "--numeric",
+        choices=("drop", "misc"),
+        default="drop",
+        help="archetype: leave out dates, amounts and other numeric types (the authors' builder) or project them "
+        "onto Misc",
+    )
+    data.add_argument(
+        "--occurrences",
+        choices=("first", "every"),
+        default="first",
+        help="archetype: tag a mention's first occurrence (the authors' builder) or every one (as at inference)",
+    )
+    data.add_argument(
+        "--no-shuffle", action="store_true", help="explorer: keep Pile-NER's order of types instead of shuffling"
+    )
+    data.add_argument("--seed", type=int, default=0, help="explorer: the seed of the types' shuffle")
     data.set_defaults(handler=build_data)
 
     fit = commands.add_parser("train", help="fine-tune a LoRA adapter (transformers + peft; paper defaults)")

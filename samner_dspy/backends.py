@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,37 +141,80 @@ def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
         raise EndpointUnreachableError(api_base, stage, f"GET {url} answered HTTP {response.status_code}")
 
 
+PROMPT_ROLES: dict[str, str] = {"verifier": "anchor", "direct": "calibrator"}
+"""Requests with a prompt of their own that run on a stage's model: CCR's verification on the anchor's, the
+direct-prompting baseline on the calibrator's. On the embedded model each gets a server of its own, so it
+does not evict its stage's evaluated prompt prefix (see :func:`samner_dspy.embedded.shared_servers`)."""
+
+
+def backend_for(backends: Mapping[str, StageBackend], role: str) -> StageBackend:
+    """The backend of a stage, or of a role in :data:`PROMPT_ROLES` (its stage's backend where it has none)."""
+    try:
+        return backends[role]
+    except KeyError:
+        if role not in PROMPT_ROLES:
+            raise
+        return backends[PROMPT_ROLES[role]]
+
+
+class _Backends(dict):
+    """The stages' backends; a role's backend is built on first use (only then is its embedded server started)."""
+
+    def __init__(self, stages: dict[str, StageBackend], build_role: Callable[[str], StageBackend | None]) -> None:
+        super().__init__(stages)
+        self._build_role = build_role
+        self._lock = threading.Lock()
+
+    def __missing__(self, role: str) -> StageBackend:
+        if role not in PROMPT_ROLES:
+            raise KeyError(role)
+        with self._lock:
+            if role not in self:
+                self[role] = self._build_role(role) or self[PROMPT_ROLES[role]]
+            return self[role]
+
+
+def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
+    """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL."""
+    from samner_dspy.embedded import SERVED_NAME
+
+    return Endpoint(
+        f"openai/{SERVED_NAME}",
+        api_base=api_base,
+        temperature=endpoint.temperature,
+        max_tokens=endpoint.max_tokens,
+        timeout_s=endpoint.timeout_s,
+        num_retries=endpoint.num_retries,
+    )
+
+
 def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | None = None) -> dict[str, StageBackend]:
-    """One backend per stage; embedded stages share one local server, started here on first need."""
+    """One backend per stage (and, on first use, per prompt role); embedded stages get one local server each,
+    started here together."""
     overrides = overrides or {}
     if config.cache.enabled and config.cache.directory:
         dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=config.cache.directory)
+    embedded = [s for s in STAGES if s not in overrides and config.endpoint(s).is_embedded]
+    servers: dict[str, Any] = {}
+    if embedded:
+        from samner_dspy.embedded import shared_servers
+
+        servers = shared_servers(embedded, config.embedded_model)
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
-    for stage in STAGES:
-        if stage in overrides:
-            lm = overrides[stage]
-            backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
-            continue
-        endpoint = config.endpoint(stage)
+
+    def build(stage: str, endpoint: Endpoint, name: str) -> StageBackend:
         dialect = endpoint.structured_output
         if endpoint.is_embedded:
-            from samner_dspy.embedded import SERVED_NAME, shared_server
+            from samner_dspy.embedded import shared_server
 
-            server = shared_server(config.embedded_model)
-            endpoint = Endpoint(
-                f"openai/{SERVED_NAME}",
-                api_base=server.api_base,
-                temperature=endpoint.temperature,
-                max_tokens=endpoint.max_tokens,
-                timeout_s=endpoint.timeout_s,
-                num_retries=endpoint.num_retries,
-            )
+            server = servers.get(name) or shared_server(config.embedded_model, name)
+            endpoint = _embedded_endpoint(endpoint, server.api_base)
             dialect = "llama_cpp" if dialect != "none" else "none"
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
-        backends[stage] = StageBackend(
+        return StageBackend(
             stage,
             build_lm(endpoint, config.cache),
             endpoint.model,
@@ -179,4 +223,18 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked.
             logprobs=dialect == "json_schema",
         )
-    return backends
+
+    for stage in STAGES:
+        if stage in overrides:
+            lm = overrides[stage]
+            backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
+        else:
+            backends[stage] = build(stage, config.endpoint(stage), stage)
+
+    def build_role(role: str) -> StageBackend | None:
+        stage = PROMPT_ROLES[role]
+        if stage in overrides or not config.endpoint(stage).is_embedded:
+            return None  # the stage's own backend
+        return build(stage, config.endpoint(stage), role)
+
+    return _Backends(backends, build_role)

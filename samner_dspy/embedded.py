@@ -10,12 +10,15 @@ import atexit
 import hashlib
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import httpx
 from samner_dspy.errors import EmbeddedModelError
 
 SERVED_NAME = "embedded"
+_PROMPT_EVAL = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
 
 
 @dataclass(frozen=True)
@@ -131,13 +135,22 @@ class EmbeddedServer:
         port: int | None = None,
         n_ctx: int = 4096,
         log_path: str | os.PathLike[str] | None = None,
+        n_threads: int | None = None,
     ) -> None:
+        """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on every core.
+
+        Decoding one token of a small model is bound by memory, not arithmetic: one thread decodes as fast as
+        two here (31 tokens/s, 0.5B, 2 cores), and leaves the other core to a second server decoding beside
+        it (the anchor and the explorer). Prompt evaluation is arithmetic and uses every core."""
         self.spec = model_spec(model)
         self.host = host
         self.port = port or _free_port(host)
         self.n_ctx = n_ctx
+        self.n_threads = n_threads or int(os.environ.get("SAMNER_EMBEDDED_THREADS") or 0) or 1
+        self.n_threads_batch = os.cpu_count() or 2
         self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def api_base(self) -> str:
@@ -151,15 +164,14 @@ class EmbeddedServer:
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(os.cpu_count() or 2),
-            # Reuse evaluated prompt prefixes (the instructions and definitions every stage request repeats).
-            # llama-cpp-python counts only the model state against the cache size (about 10 MB for a
-            # 1,000-token prompt) while each entry also copies an uncounted logits buffer: n_ctx x vocabulary
-            # floats (2.5 GB for Qwen) by default, which grew a long evaluation to 23 GB until it was killed,
-            # and n_batch x vocabulary (311 MB) without --logits_all. So: no logits_all, and a cache of a
-            # few entries, enough for the four stages' prefixes, about 2 GB at most.
-            "--cache", "True",
-            "--cache_size", str(64 << 20),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads_batch),
+            "--flash_attn", "True",
+            # No prompt cache: each server serves one prompt family (see shared_servers), and llama.cpp keeps
+            # the last prompt's evaluated tokens, so the next request of that family evaluates only what
+            # differs from it. (A RAM cache entry would also copy an n_batch x vocabulary logits buffer,
+            # 311 MB for Qwen, that llama-cpp-python does not count against its size.)
+            "--cache", "False",
             "--logits_all", "False",
         ]  # fmt: skip
 
@@ -173,6 +185,7 @@ class EmbeddedServer:
         command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        self._log_start = log.tell()
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -200,6 +213,14 @@ class EmbeddedServer:
                 process.kill()
                 process.wait()
 
+    def evaluated_prompt_tokens(self) -> int:
+        """Prompt tokens this server has evaluated since it started, from llama.cpp's "prompt eval" line per
+        request in its log: the rest of each prompt sent came from the prefix it had already evaluated."""
+        with self.log_path.open("rb") as handle:
+            handle.seek(self._log_start)
+            logged = handle.read().decode("utf-8", "replace")
+        return sum(int(n) for n in _PROMPT_EVAL.findall(logged))
+
     def wait(self) -> None:
         """Block until the server process ends (for ``samner embedded serve``)."""
         if self._process is not None:
@@ -212,17 +233,45 @@ class EmbeddedServer:
         self.stop()
 
 
-_shared: dict[str, EmbeddedServer] = {}
+_shared: dict[tuple[str, str], EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(model: str | None = None) -> EmbeddedServer:
-    """One embedded server per model for the whole process, stopped at exit."""
+def shared_servers(roles: Iterable[str], model: str | None = None) -> dict[str, EmbeddedServer]:
+    """One embedded server per role for the whole process, started together and stopped at exit.
+
+    A role is a prompt family (a stage, or a request kind of its own such as CCR's verification). llama.cpp's
+    server has one slot and keeps only the last prompt evaluated, so families sharing a server evict each
+    other's instructions and definitions and pay their whole prompt on every request; one server each keeps
+    every family's fixed prefix evaluated, and lets the anchor and the explorer decode at the same time.
+    The weights are memory-mapped, so the servers share one copy of them.
+    """
     name = model_spec(model).name
+    roles = list(dict.fromkeys(roles))
     with _shared_lock:
-        server = _shared.get(name)
-        if server is None:
-            server = EmbeddedServer(name).start()
-            _shared[name] = server
-            atexit.register(server.stop)
-        return server
+        missing = [role for role in roles if (name, role) not in _shared]
+        started = {role: EmbeddedServer(name, log_path=_role_log(role)) for role in missing}
+        with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
+            failures = [f.exception() for f in [pool.submit(server.start) for server in started.values()]]
+        for (role, server), failure in zip(started.items(), failures, strict=True):
+            if failure is None:
+                _shared[(name, role)] = server
+                atexit.register(server.stop)
+        if error := next((f for f in failures if f is not None), None):
+            raise error
+        return {role: _shared[(name, role)] for role in roles}
+
+
+def running_servers() -> list[EmbeddedServer]:
+    """The process-wide embedded servers started so far (by :func:`shared_servers`)."""
+    with _shared_lock:
+        return list(_shared.values())
+
+
+def shared_server(model: str | None = None, role: str = "default") -> EmbeddedServer:
+    """The process-wide embedded server of one role (see :func:`shared_servers`)."""
+    return shared_servers([role], model)[role]
+
+
+def _role_log(role: str) -> Path:
+    return cache_dir().parent / ("embedded-server.log" if role == "default" else f"embedded-server-{role}.log")

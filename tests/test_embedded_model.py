@@ -165,12 +165,13 @@ def test_cli_bad_input_exits_with_a_clear_message(tmp_path):
 
 def test_the_embedded_server_keeps_only_the_logits_it_needs():
     """With every position's logits kept, each prompt-cache entry copied n_ctx x vocabulary floats (2.5 GB for
-    Qwen) past the cache's size limit, and a long evaluation was killed for memory."""
+    Qwen) past the cache's size limit, and a long evaluation was killed for memory. A server per prompt family
+    needs no prompt cache at all (it reuses the prefix it evaluated last)."""
     from samner_dspy.embedded import EmbeddedServer
 
     command = EmbeddedServer().command()
     assert command[command.index("--logits_all") + 1] == "False"
-    assert int(command[command.index("--cache_size") + 1]) <= 64 << 20
+    assert command[command.index("--cache") + 1] == "False"
 
 
 def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tmp_path):
@@ -207,3 +208,25 @@ def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tm
         time.sleep(0.2)
     os.kill(server_pid, signal.SIGKILL)
     raise AssertionError("the embedded server outlived the process that started it")
+
+
+def test_each_stage_keeps_its_prompt_prefix_evaluated_from_one_sentence_to_the_next(embedded_server):
+    """The default embedded deployment: one llama.cpp server per stage, so a stage's instructions and definitions
+    are evaluated once and the next sentence's request evaluates little more than the sentence."""
+    from samner_dspy.embedded import shared_servers
+
+    program = SAMNER()
+    roles = ["anchor", "explorer", "archetype", "calibrator"]
+    backends = program.backends()
+    servers = shared_servers(roles)
+    assert len({server.api_base for server in servers.values()}) == len(roles)
+    assert {backends[role].api_base for role in roles} == {server.api_base for server in servers.values()}
+    program("Bob Dylan recorded Blonde on Blonde in Nashville.", "crossner:music")
+    before = {role: servers[role].evaluated_prompt_tokens() for role in roles}
+    result = program("Joni Mitchell recorded Blue in Los Angeles.", "crossner:music")
+    sent = {record.stage: record.prompt_tokens for record in result.trace.stages}
+    evaluated = {role: servers[role].evaluated_prompt_tokens() - before[role] for role in roles}
+    assert all(evaluated[role] > 0 for role in roles if sent.get(role)), evaluated
+    for role in ("archetype", "calibrator"):  # the stages with long fixed definitions
+        if sent.get(role):
+            assert evaluated[role] < 0.5 * sent[role], (role, evaluated[role], sent[role])

@@ -83,7 +83,8 @@ class LMStage(dspy.Module):
         config = backend.request_config(schema, predictor.signature.__name__)
         started = time.perf_counter()
         try:
-            with dspy.context(lm=backend.lm, adapter=self.adapter, track_usage=True), noting_lenient_reads() as lenient:
+            lm = backend.lm_for(predictor.signature.__name__)
+            with dspy.context(lm=lm, adapter=self.adapter, track_usage=True), noting_lenient_reads() as lenient:
                 prediction = predictor(**inputs, config=config)
         except AdapterParseError as exc:
             record.fail(f"unparseable reply ({exc.message or 'parse error'})".strip(), exc.lm_response or "")

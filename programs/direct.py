@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import dspy
 
-from samner_dspy.backends import StageBackend, backend_for
+from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import DIRECT
 from samner_dspy.constraints import string_lists
 from samner_dspy.grounding import Located, locate
@@ -66,7 +66,7 @@ class DirectNER(ConfiguredProgram):
         text = check_text(text)
         schema = Schema.coerce(schema)
         trace = Trace()
-        found = self.extract(text=text, schema=schema, backend=backend_for(self.backends(), "direct"))
+        found = self.extract(text=text, schema=schema, backend=self.backends()["calibrator"])
         trace.add(found.record)
         located, grounding = ground_candidates(text, found.candidates)
         trace.add(grounding)

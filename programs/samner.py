@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dspy
 
 from samner_dspy.adapters import IEPileAdapter
-from samner_dspy.backends import StageBackend, backend_for
+from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import combine
 from samner_dspy.grounding import mention_key
 from samner_dspy.modes import CALIBRATION_MODES, CalibrationMode, ConsensusMode, check_mode
@@ -120,7 +120,7 @@ class SAMNER(ConfiguredProgram):
             schema=schema,
             anchor=found["anchor"].candidates if "anchor" in found else None,
             explorer=found["explorer"].candidates if "explorer" in found else None,
-            verifier_backend=backend_for(backends, "verifier") if self.consensus.mode == "verify" else None,
+            verifier_backend=backends["anchor"],
         )
         trace.add(consensus.record)
         located, grounding = ground_candidates(text, consensus.candidates)

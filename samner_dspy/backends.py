@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,13 @@ class StageBackend:
     """Ask for token log-probabilities (they feed entity scores). Off where the server cannot give them: the
     embedded llama.cpp server runs without ``logits_all`` and fails such requests; turned off for good after a
     request that asked for them failed."""
+    lm_of_signature: Callable[[str], dspy.BaseLM] | None = None
+    """Where a stage's signatures are served apart (the embedded model: one server per prompt family), the LM of
+    each signature's requests; None sends every request to ``lm``."""
+
+    def lm_for(self, signature: str) -> dspy.BaseLM:
+        """The LM that answers requests of the signature named ``signature``."""
+        return self.lm if self.lm_of_signature is None else self.lm_of_signature(signature)
 
     def request_config(self, json_schema: dict[str, Any] | None, name: str) -> dict[str, Any]:
         """Per-request LM kwargs: a decoding constraint from ``json_schema``, and logprobs where supported."""
@@ -141,37 +148,36 @@ def check_reachable(api_base: str, stage: str, timeout_s: float = 5.0) -> None:
         raise EndpointUnreachableError(api_base, stage, f"GET {url} answered HTTP {response.status_code}")
 
 
-PROMPT_ROLES: dict[str, str] = {"verifier": "anchor", "direct": "calibrator"}
-"""Requests with a prompt of their own that run on a stage's model: CCR's verification on the anchor's, the
-direct-prompting baseline on the calibrator's. On the embedded model each gets a server of its own, so it
-does not evict its stage's evaluated prompt prefix (see :func:`samner_dspy.embedded.shared_servers`)."""
+MAIN_SIGNATURES: dict[str, str] = {
+    "anchor": "ExtractSpans",
+    "explorer": "ExtractSpans",
+    "archetype": "ClassifyArchetype",
+    "calibrator": "CalibrateType",
+}
+"""The signature each stage sends in the default modes; its embedded server is started with the program's."""
 
 
-def backend_for(backends: Mapping[str, StageBackend], role: str) -> StageBackend:
-    """The backend of a stage, or of a role in :data:`PROMPT_ROLES` (its stage's backend where it has none)."""
-    try:
-        return backends[role]
-    except KeyError:
-        if role not in PROMPT_ROLES:
-            raise
-        return backends[PROMPT_ROLES[role]]
+def embedded_role(stage: str, signature: str) -> str:
+    """The embedded server a stage's signature is sent to: one per prompt family, so none evicts another's
+    evaluated prefix (CCR's verification, per-entity calibration and direct prompting each get their own)."""
+    return stage if MAIN_SIGNATURES.get(stage) == signature else f"{stage}-{signature}"
 
 
-class _Backends(dict):
-    """The stages' backends; a role's backend is built on first use (only then is its embedded server started)."""
+class _EmbeddedLMs:
+    """A stage's LMs on the embedded model, one per signature, each on its own server (started on first use)."""
 
-    def __init__(self, stages: dict[str, StageBackend], build_role: Callable[[str], StageBackend | None]) -> None:
-        super().__init__(stages)
-        self._build_role = build_role
+    def __init__(self, stage: str, make: Callable[[str], dspy.BaseLM], main: dspy.BaseLM) -> None:
+        self.stage = stage
+        self._make = make
+        self._lms: dict[str, dspy.BaseLM] = {stage: main}
         self._lock = threading.Lock()
 
-    def __missing__(self, role: str) -> StageBackend:
-        if role not in PROMPT_ROLES:
-            raise KeyError(role)
+    def __call__(self, signature: str) -> dspy.BaseLM:
+        role = embedded_role(self.stage, signature)
         with self._lock:
-            if role not in self:
-                self[role] = self._build_role(role) or self[PROMPT_ROLES[role]]
-            return self[role]
+            if role not in self._lms:
+                self._lms[role] = self._make(role)
+            return self._lms[role]
 
 
 def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
@@ -189,52 +195,49 @@ def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
 
 
 def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | None = None) -> dict[str, StageBackend]:
-    """One backend per stage (and, on first use, per prompt role); embedded stages get one local server each,
-    started here together."""
+    """One backend per stage. Embedded stages get a local server per prompt family: the default modes' four are
+    started here together, any other (verification, per-entity calibration, direct prompting) on first use."""
     overrides = overrides or {}
     if config.cache.enabled and config.cache.directory:
         dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=config.cache.directory)
     embedded = [s for s in STAGES if s not in overrides and config.endpoint(s).is_embedded]
-    servers: dict[str, Any] = {}
     if embedded:
         from samner_dspy.embedded import shared_servers
 
-        servers = shared_servers(embedded, config.embedded_model)
+        shared_servers(embedded, config.embedded_model)
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
-
-    def build(stage: str, endpoint: Endpoint, name: str) -> StageBackend:
+    for stage in STAGES:
+        if stage in overrides:
+            lm = overrides[stage]
+            backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
+            continue
+        endpoint = config.endpoint(stage)
         dialect = endpoint.structured_output
+        per_signature = None
         if endpoint.is_embedded:
             from samner_dspy.embedded import shared_server
 
-            server = servers.get(name) or shared_server(config.embedded_model, name)
-            endpoint = _embedded_endpoint(endpoint, server.api_base)
+            def embedded_lm(role: str, configured: Endpoint = endpoint) -> dspy.BaseLM:
+                server = shared_server(config.embedded_model, role)
+                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
+
+            api_base = shared_server(config.embedded_model, stage).api_base
+            main = embedded_lm(stage)
+            per_signature = _EmbeddedLMs(stage, embedded_lm, main)
+            endpoint = _embedded_endpoint(endpoint, api_base)
             dialect = "llama_cpp" if dialect != "none" else "none"
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
-        return StageBackend(
+        backends[stage] = StageBackend(
             stage,
-            build_lm(endpoint, config.cache),
+            main if per_signature else build_lm(endpoint, config.cache),
             endpoint.model,
             endpoint.api_base,
             dialect,
             # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked.
             logprobs=dialect == "json_schema",
+            lm_of_signature=per_signature,
         )
-
-    for stage in STAGES:
-        if stage in overrides:
-            lm = overrides[stage]
-            backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
-        else:
-            backends[stage] = build(stage, config.endpoint(stage), stage)
-
-    def build_role(role: str) -> StageBackend | None:
-        stage = PROMPT_ROLES[role]
-        if stage in overrides or not config.endpoint(stage).is_embedded:
-            return None  # the stage's own backend
-        return build(stage, config.endpoint(stage), role)
-
-    return _Backends(backends, build_role)
+    return backends

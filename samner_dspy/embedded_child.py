@@ -1,7 +1,8 @@
 """llama.cpp's OpenAI-compatible server, leaving when the process that started it is gone.
 
 A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its server, holding 1-3 GB,
-would live on as an orphan; so the server watches its parent and exits with it.
+would live on as an orphan; so the server watches its parent and exits with it. It also decodes greedy,
+grammar-constrained requests with :mod:`samner_dspy.embedded_sampling` (the same tokens, about twice as fast).
 
     python -m samner_dspy.embedded_child --model model.gguf ...   # the arguments of llama_cpp.server
 """
@@ -23,6 +24,9 @@ def _exit_when_orphaned(parent: int, interval_s: float = 1.0) -> None:
 
 def main() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    from samner_dspy.embedded_sampling import install
+
+    install()  # greedy decoding under a grammar without scanning the whole vocabulary per token
     sys.argv = ["llama_cpp.server", *sys.argv[1:]]
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 

@@ -132,3 +132,43 @@ def test_a_busy_server_is_reachable_and_a_closed_port_is_not():
     url = f"http://127.0.0.1:{closed_port()}/v1"
     with pytest.raises(EndpointUnreachableError, match=url):
         check_reachable(url, "anchor", timeout_s=0.3)
+
+
+def test_embedded_stages_send_each_prompt_family_to_a_server_of_its_own(monkeypatch):
+    """llama.cpp's one-slot server keeps only its last prompt: a stage's signatures (CCR's verification on the
+    anchor, per-entity calibration, direct prompting) must not share a server with the stage's main one."""
+    from types import SimpleNamespace
+
+    from samner_dspy import backends as backends_module
+    from samner_dspy import embedded
+
+    started: list[str] = []
+
+    def fake_server(model=None, role="default"):
+        if role not in started:
+            started.append(role)
+        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index(role)}/v1")
+
+    monkeypatch.setattr(embedded, "shared_servers", lambda roles, model=None: {r: fake_server(model, r) for r in roles})
+    monkeypatch.setattr(embedded, "shared_server", fake_server)
+    monkeypatch.setattr(backends_module, "check_reachable", lambda api_base, stage: None)
+    built = backends_module.build_backends(SamnerConfig.embedded())
+    assert started == ["anchor", "explorer", "archetype", "calibrator"]  # the default modes' four, at once
+
+    def url(stage: str, signature: str) -> str:
+        return built[stage].lm_for(signature).kwargs["api_base"]
+
+    assert url("anchor", "ExtractSpans") == built["anchor"].api_base
+    assert url("calibrator", "CalibrateType") == built["calibrator"].api_base
+    families = {
+        url("anchor", "ExtractSpans"),
+        url("explorer", "ExtractSpans"),
+        url("archetype", "ClassifyArchetype"),
+        url("calibrator", "CalibrateType"),
+        url("anchor", "VerifySpan"),
+        url("calibrator", "CalibrateEntity"),
+        url("calibrator", "ExtractTypedEntities"),
+    }
+    assert len(families) == 7
+    assert url("calibrator", "CalibrateEntity") == url("calibrator", "CalibrateEntity")  # built once
+    assert "calibrator-CalibrateEntity" in started

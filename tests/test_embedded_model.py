@@ -230,3 +230,38 @@ def test_each_stage_keeps_its_prompt_prefix_evaluated_from_one_sentence_to_the_n
     for role in ("archetype", "calibrator"):  # the stages with long fixed definitions
         if sent.get(role):
             assert evaluated[role] < 0.5 * sent[role], (role, evaluated[role], sent[role])
+
+
+def test_grammar_checked_greedy_decoding_gives_the_tokens_of_llama_cpps_own_sampler_chain(embedded_server):
+    """The embedded server's sampler asks the grammar about the chosen token only; under greedy decoding that must
+    pick exactly the tokens llama-cpp-python's chain picks after masking the whole vocabulary."""
+    import llama_cpp
+
+    from samner_dspy import embedded_sampling
+    from samner_dspy.constraints import choice_per_key, string_lists
+
+    llm = llama_cpp.Llama(str(model_path()), n_ctx=1024, verbose=False, n_threads=1)
+    cases = [
+        ("Entities in: Geoffrey Hinton taught at the University of Toronto.\nJSON:", string_lists(["person", "org"])),
+        ("Archetypes of: Paris, Bob Dylan.\nJSON:", choice_per_key(["Paris", "Bob Dylan"], ["Person", "Location"])),
+    ]
+
+    def decode() -> list[str]:
+        texts = []
+        for prompt, schema in cases:
+            llm.reset()
+            grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            reply = llm.create_completion(prompt, max_tokens=80, temperature=0, repeat_penalty=1.1, grammar=grammar)
+            texts.append(reply["choices"][0]["text"])
+        return texts
+
+    original = llama_cpp.Llama._init_sampler
+    try:
+        chain = decode()
+        embedded_sampling.install()
+        assert llama_cpp.Llama._init_sampler is not original
+        checked = decode()
+    finally:
+        llama_cpp.Llama._init_sampler = original
+    assert checked == chain
+    assert all(json.loads(text) for text in checked)  # grammar-valid, complete JSON objects

@@ -26,7 +26,8 @@ from pathlib import Path
 from samner_dspy import SAMNER
 from samner_dspy.embedded import running_servers
 from samner_dspy.evals.crossner import load_crossner
-from samner_dspy.evals.metric import Scores, gold_mentions, label_accuracy, score, span_score
+from samner_dspy.evals.metric import Scores, gold_mentions, label_accuracy, macro_average, score, span_score
+from samner_dspy.evals.paired import compare
 from samner_dspy.programs import DirectNER
 from samner_dspy.schema import Schema
 
@@ -61,6 +62,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def domain_of(record: dict) -> str:
+    return record["key"].split(":")[0]
+
+
+def paired_against_direct(records: list[dict], gold: dict[str, list], names: list[str]) -> dict[str, dict]:
+    """Macro strict F1 of each configuration minus direct prompting's, with a 95% bootstrap interval."""
+    results = {
+        name: [
+            {
+                "key": r["key"],
+                "domain": domain_of(r),
+                "gold": gold[r["key"]],
+                "entities": [{"start": s, "end": e, "label": label} for s, e, label in r["entities"]],
+            }
+            for r in records
+            if r["configuration"] == name
+        ]
+        for name in names
+    }
+    return compare(results)
+
+
 def summarize(records: list[dict], gold: dict[str, list], names: list[str]) -> list[dict]:
     rows = []
     direct_seconds = None
@@ -73,6 +96,13 @@ def summarize(records: list[dict], gold: dict[str, list], names: list[str]) -> l
         predicted = [[tuple(m) for m in r["entities"]] for r in mine]
         strict: Scores = score(golds, predicted)
         spans: Scores = span_score(golds, predicted)
+        by_domain = {
+            domain: score(
+                [g for g, r in zip(golds, mine, strict=True) if domain_of(r) == domain],
+                [p for p, r in zip(predicted, mine, strict=True) if domain_of(r) == domain],
+            )
+            for domain in sorted({domain_of(r) for r in mine})
+        }
         # After the first sentence of the run: the hit rate a warm server gives.
         warm = mine[1:] or mine
         sent = sum(r["prompt_tokens"] for r in warm)
@@ -88,6 +118,7 @@ def summarize(records: list[dict], gold: dict[str, list], names: list[str]) -> l
             "evaluated_share_warm": sum(r["evaluated_tokens"] for r in warm) / sent if sent else 0.0,
             "completion_tokens": statistics.fmean(r["completion_tokens"] for r in mine),
             "strict_f1": 100 * strict.f1,
+            "macro_f1": 100 * macro_average(by_domain),
             "span_f1": 100 * spans.f1,
             "label_accuracy": label_accuracy(strict, spans),
         }
@@ -101,7 +132,7 @@ def summarize(records: list[dict], gold: dict[str, list], names: list[str]) -> l
 def print_table(rows: list[dict]) -> None:
     header = (
         "| configuration | sentences | median s | p90 s | mean s | x direct | requests | prompt sent | "
-        "prompt evaluated | evaluated share (warm) | completion | strict F1 | span F1 |"
+        "prompt evaluated | evaluated share (warm) | completion | macro strict F1 | micro strict F1 | span F1 |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
@@ -110,7 +141,8 @@ def print_table(rows: list[dict]) -> None:
         print(
             f"| {r['configuration']} | {r['sentences']} | {r['median_s']:.1f} | {r['p90_s']:.1f} | {r['mean_s']:.1f} "
             f"| {ratio} | {r['requests']:.1f} | {r['prompt_tokens']:.0f} | {r['evaluated_tokens']:.0f} "
-            f"| {100 * r['evaluated_share_warm']:.0f}% | {r['completion_tokens']:.0f} | {r['strict_f1']:.1f} "
+            f"| {100 * r['evaluated_share_warm']:.0f}% | {r['completion_tokens']:.0f} "
+            f"| {r['macro_f1']:.1f} | {r['strict_f1']:.1f} "
             f"| {r['span_f1']:.1f} |"
         )
 
@@ -167,6 +199,12 @@ def main() -> None:
                     print(f"{key:14s} {name:10s} {seconds:6.1f} s  {record['completion_tokens']:4d} completion tokens")
     records = [r for r in done.values() if r["key"] in sentences]
     print_table(summarize(records, gold, names))
+    for name, paired in paired_against_direct(records, gold, names).items():
+        print(
+            f"{name} - direct: {100 * paired['difference']:+.1f} macro strict F1, 95% interval "
+            f"[{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}] over {paired['sentences']} paired sentences "
+            f"({paired['verdict']})"
+        )
 
 
 if __name__ == "__main__":

@@ -123,3 +123,33 @@ def test_occurrence_keys_name_repeats_and_never_collide():
     assert tag_entities(text, spans, keys) == "x <ENT>Ada</ENT> y <ENT>Ada (2)</ENT>"
     assert name_occurrences(text, spans, keys) == "x Ada y Ada (2)"
     assert name_occurrences(text, spans, [s.text for s in spans]) == text
+
+
+def test_the_view_shows_each_occurrence_its_own_label_and_probability():
+    from samner_dspy.view import entity_details
+
+    grounding = {"stage": "grounding", "outputs": {"spans": [[0, 10, "Washington", "exact"], [36, 46, "Washington"]]}}
+    archetype = {"stage": "archetype", "outputs": {"probabilities": {"Washington": 0.9, "Washington (2)": 0.4}}}
+    labels = {"labels": {"Washington": "person", "Washington (2)": "state"}}
+    calibrator = {"stage": "calibrator", "inputs": {"mode": "sentence"}, "outputs": labels}
+    trace = {"stages": [grounding, archetype, calibrator]}
+    second = {"text": "Washington", "label": "state", "start": 46, "end": 56, "archetype": "Location"}
+    details = dict(entity_details({**second, "alignment_status": "exact"}, trace, offset=10))
+    assert details["archetype"] == "Location (p = 0.400)"
+    assert details["calibration"] == "definition-guided calibration, sentence mode chose 'state'"
+    assert details["alignment"] == "exact"
+    first = dict(entity_details({**second, "start": 0, "end": 10, "label": "person"}, trace))
+    assert first["archetype"] == "Location (p = 0.900)" and "chose 'person'" in first["calibration"]
+
+
+def test_the_builder_can_name_each_occurrence_as_the_program_asks():
+    from collections import Counter
+
+    from samner_dspy.training.builders import iepile_example
+
+    instruction = {"instruction": "Extract entities.", "schema": ["location"], "input": "Paris is big and Paris is old."}
+    record = {"task": "NER", "source": "t", "instruction": json.dumps(instruction), "output": '{"location": ["Paris"]}'}
+    each = iepile_example(record, Counter(), occurrences="each")
+    assert each.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and <ENT>Paris (2)</ENT> is old."
+    assert each.inputs["entities"] == ["Paris", "Paris (2)"]
+    assert each.outputs == {"archetypes": {"Paris": "Location", "Paris (2)": "Location"}}

@@ -147,7 +147,8 @@ def test_the_builder_can_name_each_occurrence_as_the_program_asks():
 
     from samner_dspy.training.builders import iepile_example
 
-    instruction = {"instruction": "Extract entities.", "schema": ["location"], "input": "Paris is big and Paris is old."}
+    text = "Paris is big and Paris is old."
+    instruction = {"instruction": "Extract entities.", "schema": ["location"], "input": text}
     record = {"task": "NER", "source": "t", "instruction": json.dumps(instruction), "output": '{"location": ["Paris"]}'}
     each = iepile_example(record, Counter(), occurrences="each")
     assert each.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and <ENT>Paris (2)</ENT> is old."

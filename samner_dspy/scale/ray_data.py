@@ -175,6 +175,7 @@ ENTITY_LIST = pa.list_(
             ("archetype", pa.string()),
             ("sources", pa.list_(pa.string())),
             ("score", pa.float64()),
+            ("alignment_status", pa.string()),
         ]
     )
 )

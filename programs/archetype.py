@@ -16,15 +16,24 @@ from samner_dspy.types import Span
 
 
 class ArchetypeClassifier(LMStage):
-    """One request per sentence for all its entities; an answer outside the 14 is repaired to Misc."""
+    """One request per sentence for all its entities; an answer outside the 14 is repaired to Misc.
+
+    ``keys`` names each span in the request and the reply (the program passes
+    :func:`~samner_dspy.tagging.occurrence_keys`, so two occurrences of one string can get two archetypes); by
+    default a span is named by its text, and occurrences of one string share one answer.
+    """
 
     def __init__(self, adapter: dspy.Adapter | None = None) -> None:
         super().__init__(adapter)
         self.predict = dspy.Predict(ClassifyArchetype)
 
-    def forward(self, text: str, spans: list[Span], backend: StageBackend) -> dspy.Prediction:
-        entities = list(dict.fromkeys(span.text for span in spans))
-        tagged = tag_entities(text, spans)
+    def forward(
+        self, text: str, spans: list[Span], backend: StageBackend, keys: list[str] | None = None
+    ) -> dspy.Prediction:
+        names = keys if keys is not None else [span.text for span in spans]
+        surfaces = {name: span.text for name, span in zip(names, spans, strict=True)}
+        entities = list(dict.fromkeys(names))
+        tagged = tag_entities(text, spans, keys)
         record = StageRecord("archetype", inputs={"tagged_text": tagged, "entities": entities})
         logprobs: list = []
         reply = self.call_lm(
@@ -42,9 +51,9 @@ class ArchetypeClassifier(LMStage):
         probabilities: dict[str, float] = {}
         assigned: dict[str, str] = {}
         for entity in entities:
-            if (probability := answer_for(raw, entity)) is not None:
+            if (probability := answer_for(raw, entity, surfaces[entity])) is not None:
                 probabilities[entity] = probability
-            answer = answer_for(answers, entity)
+            answer = answer_for(answers, entity, surfaces[entity])
             archetype = match_archetype(answer)
             if archetype is None:
                 reason = "no archetype given" if answer is None else f"answer {answer!r} is not an archetype"

@@ -37,16 +37,24 @@ def _cut_off(usage: dict[str, Any] | None, limit: int | None) -> bool:
     return bool(limit) and any(int((c or {}).get("completion_tokens") or 0) >= limit for c in (usage or {}).values())
 
 
-def answer_for(answers: object, key: str) -> Any:
-    """The value a reply gives for ``key``, tolerating a reply that changed its case or spacing."""
+def answer_for(answers: object, key: str, surface: str | None = None) -> Any:
+    """The value a reply gives for ``key``, tolerating a reply that changed its case or spacing.
+
+    ``surface`` is the string an occurrence key names (``Washington`` for ``Washington (2)``): a reply that
+    answered the string rather than each of its occurrences gives every occurrence the string's answer.
+    """
     if not isinstance(answers, dict):
         return None
-    if key in answers:
-        return answers[key]
-    wanted = mention_key(key)
-    return next(
-        (value for name, value in answers.items() if isinstance(name, str) and mention_key(name) == wanted), None
-    )
+    for wanted in (key, surface) if surface is not None and surface != key else (key,):
+        if wanted in answers:
+            return answers[wanted]
+        folded = mention_key(wanted)
+        found = next(
+            (value for name, value in answers.items() if isinstance(name, str) and mention_key(name) == folded), None
+        )
+        if found is not None:
+            return found
+    return None
 
 
 class LMStage(dspy.Module):

@@ -2,50 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import dspy
 
 from samner_dspy.archetypes import archetype_definitions
 from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key, one_of
+from samner_dspy.modes import CALIBRATION_REQUESTS, CalibrationRequests, check_mode
 from samner_dspy.programs.base import LMStage, answer_for
 from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
+from samner_dspy.tagging import name_occurrences
 from samner_dspy.tracing import StageRecord
+from samner_dspy.types import Span
 
-CalibrationMode = Literal["sentence", "entity"]
 
-
-def entity_probabilities(logprobs: list, answers: object, labels: dict[str, str]) -> dict[str, float]:
+def entity_probabilities(
+    logprobs: list, answers: object, labels: dict[str, str], surfaces: dict[str, str] | None = None
+) -> dict[str, float]:
     """The probability of each labelled entity's answer in a one-request-per-sentence reply."""
     if not logprobs or not isinstance(answers, dict):
         return {}
     raw = answer_probabilities(logprobs[-1], {k: v for k, v in answers.items() if isinstance(k, str)})
-    found = {entity: answer_for(raw, entity) for entity in labels}
+    found = {entity: answer_for(raw, entity, (surfaces or {}).get(entity)) for entity in labels}
     return {entity: p for entity, p in found.items() if p is not None}
+
+
+def shown_text(text: str, spans: list[Span] | None, keys: list[str]) -> tuple[str, dict[str, str] | None]:
+    """The text a typing prompt shows, and each key's string: with the spans given, each later occurrence of a
+    repeated string is written as its key (``Washington (2)``), so the keys tell the occurrences apart."""
+    if spans is None:
+        return text, None
+    return name_occurrences(text, spans, keys), {key: span.text for key, span in zip(keys, spans, strict=True)}
 
 
 class TypeCalibrator(LMStage):
     """``sentence`` (default): one request types all of a sentence's entities, as the authors' code does.
     ``entity``: one request per entity, the paper's equation 12, for comparison.
+
+    ``archetypes`` is keyed as the archetype stage named the entities; ``spans`` (one per key, in that order)
+    lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`).
     """
 
     def __init__(
-        self, mode: CalibrationMode = "sentence", allow_no_label: bool = False, adapter: dspy.Adapter | None = None
+        self, mode: CalibrationRequests = "sentence", allow_no_label: bool = False, adapter: dspy.Adapter | None = None
     ) -> None:
         super().__init__(adapter)
         self.allow_no_label = allow_no_label
-        if mode not in ("sentence", "entity"):
-            raise ValueError(f"unknown calibration mode {mode!r}; choose 'sentence' or 'entity'")
+        check_mode("calibration mode", mode, CALIBRATION_REQUESTS)  # "off" is the program's: no calibrator
         self.mode = mode
         self.predict = dspy.Predict(CalibrateType)
         self.predict_entity = dspy.Predict(CalibrateEntity)
 
-    def forward(self, text: str, schema: Schema, archetypes: dict[str, str], backend: StageBackend) -> dspy.Prediction:
+    def forward(
+        self,
+        text: str,
+        schema: Schema,
+        archetypes: dict[str, str],
+        backend: StageBackend,
+        spans: list[Span] | None = None,
+    ) -> dspy.Prediction:
         entities = list(archetypes)
+        shown, surfaces = shown_text(text, spans, entities)
         definitions = archetype_definitions()
         definitions_shown = label_definitions(schema, self.allow_no_label)
         record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
@@ -60,11 +79,11 @@ class TypeCalibrator(LMStage):
                 logprobs,
                 label_definitions=definitions_shown,
                 archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
-                text=text,
+                text=shown,
                 entities=dict(archetypes),
             )
-            labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
-            probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels)
+            labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record, surfaces)
+            probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels, surfaces)
         else:
             labels = {}
             for entity, archetype in archetypes.items():
@@ -76,7 +95,7 @@ class TypeCalibrator(LMStage):
                     {"label": one_of(list(definitions_shown))},
                     logprobs,
                     label_definitions=definitions_shown,
-                    text=text,
+                    text=shown,
                     entity=entity,
                     archetype=archetype,
                     archetype_definition=definitions[archetype],
@@ -95,16 +114,27 @@ class TypeCalibrator(LMStage):
 
 
 class DirectTyper(LMStage):
-    """Types entities straight against the target definitions, with no archetype in between."""
+    """Types entities straight against the target definitions, with no archetype in between.
+
+    ``entities`` are the keys the reply answers under; ``spans`` (one per key) as for :class:`TypeCalibrator`.
+    """
 
     def __init__(self, allow_no_label: bool = False, adapter: dspy.Adapter | None = None) -> None:
         super().__init__(adapter)
         self.allow_no_label = allow_no_label
         self.predict = dspy.Predict(TypeEntities)
 
-    def forward(self, text: str, schema: Schema, entities: list[str], backend: StageBackend) -> dspy.Prediction:
+    def forward(
+        self,
+        text: str,
+        schema: Schema,
+        entities: list[str],
+        backend: StageBackend,
+        spans: list[Span] | None = None,
+    ) -> dspy.Prediction:
         record = StageRecord("direct_typing", inputs={"entities": list(entities)})
         definitions_shown = label_definitions(schema, self.allow_no_label)
+        shown, surfaces = shown_text(text, spans, entities)
         logprobs: list = []
         reply = self.call_lm(
             self.predict,
@@ -113,11 +143,11 @@ class DirectTyper(LMStage):
             {"labels": choice_per_key(entities, list(definitions_shown))},
             logprobs,
             label_definitions=definitions_shown,
-            text=text,
+            text=shown,
             entities=entities,
         )
-        labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record)
-        probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels)
+        labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record, surfaces)
+        probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels, surfaces)
         record.outputs = {"labels": labels}
         if probabilities:
             record.outputs["probabilities"] = probabilities

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dspy
 
@@ -35,16 +35,17 @@ class NoiseRule:
 
 
 def _merge(candidates: list[Candidate]) -> list[Candidate]:
-    """De-duplicated union in first-seen order; the first spelling wins, sources and types accumulate."""
+    """De-duplicated union in first-seen order; the first spelling (and where it was found) wins, sources and
+    types accumulate."""
     merged: dict[str, Candidate] = {}
     for candidate in candidates:
         key = mention_key(candidate.surface)
         if key in merged:
             first = merged[key]
-            merged[key] = Candidate(
-                first.surface,
-                tuple(dict.fromkeys(first.sources + candidate.sources)),
-                tuple(dict.fromkeys(first.types + candidate.types)),
+            merged[key] = replace(
+                first,
+                sources=tuple(dict.fromkeys(first.sources + candidate.sources)),
+                types=tuple(dict.fromkeys(first.types + candidate.types)),
             )
         else:
             merged[key] = candidate

@@ -16,7 +16,7 @@ from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLi
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import ExtractTypedEntities
 from samner_dspy.tracing import StageRecord, Trace
-from samner_dspy.types import Candidate, Entity
+from samner_dspy.types import Entity
 
 
 class TypedExtractor(LMStage):
@@ -37,6 +37,7 @@ class TypedExtractor(LMStage):
             text=text,
         )
         labelled: dict[str, str] = {}
+        where_found: dict[str, Located] = {}  # located once, here: grounding reads these spans
         for answer, mentions in ((reply or {}).get("entities") or {}).items():
             label = schema.match_label(answer)
             for mention in mentions:
@@ -50,8 +51,9 @@ class TypedExtractor(LMStage):
                     record.drop(f"{mention} as {label}", f"already labelled {labelled[where.surface]}")
                 else:
                     labelled.setdefault(where.surface, label)
+                    where_found.setdefault(where.surface, where)
         record.outputs = {"labels": labelled}
-        candidates = [Candidate(surface, ("direct",), (label,)) for surface, label in labelled.items()]
+        candidates = [where_found[surface].as_candidate(("direct",), (label,)) for surface, label in labelled.items()]
         return dspy.Prediction(candidates=candidates, record=record)
 
 
@@ -71,7 +73,16 @@ class DirectNER(ConfiguredProgram):
         located, grounding = ground_candidates(text, found.candidates)
         trace.add(grounding)
         entities = [
-            Entity(span.text, candidate.types[0], span.start, span.end, None, candidate.sources, DIRECT)
+            Entity(
+                span.text,
+                candidate.types[0],
+                span.start,
+                span.end,
+                None,
+                candidate.sources,
+                DIRECT,
+                candidate.alignment_status,
+            )
             for span, candidate in located
         ]
         return SamnerPrediction(text=text, entities=entities, trace=trace)

@@ -6,12 +6,11 @@ import dspy
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import string_lists
-from samner_dspy.grounding import Located, locate
+from samner_dspy.grounding import ALIGNMENTS, Located, locate
 from samner_dspy.programs.base import LMStage
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import ExtractSpans
 from samner_dspy.tracing import StageRecord
-from samner_dspy.types import Candidate
 
 
 def _chunks(labels: list[str], size: int | None) -> list[list[str]]:
@@ -44,12 +43,19 @@ class SpanExtractor(LMStage):
                 for mention in mentions:
                     proposed.setdefault(mention, []).append(entity_type)
         found: dict[str, list[str]] = {}
+        where_found: dict[str, Located] = {}  # located once, here: grounding reads these spans
         for mention, types in proposed.items():
             where = locate(text, mention)
-            if isinstance(where, Located):
-                found.setdefault(where.surface, []).extend(types)
-            else:
+            if not isinstance(where, Located):
                 record.drop(mention, where.reason)
+                continue
+            found.setdefault(where.surface, []).extend(types)
+            known = where_found.get(where.surface)
+            if known is None or ALIGNMENTS.index(where.alignment_status) < ALIGNMENTS.index(known.alignment_status):
+                where_found[where.surface] = where  # of two spellings of one surface, the stricter match
         record.outputs = {"mentions": {surface: sorted(set(types)) for surface, types in found.items()}}
-        candidates = [Candidate(surface, (self.role,), tuple(dict.fromkeys(types))) for surface, types in found.items()]
+        candidates = [
+            where_found[surface].as_candidate((self.role,), tuple(dict.fromkeys(types)))
+            for surface, types in found.items()
+        ]
         return dspy.Prediction(candidates=candidates, record=record)

@@ -32,10 +32,13 @@ def resolve_label(schema: Schema, entity: str, answer: object, record: StageReco
     return None
 
 
-def resolve_labels(schema: Schema, entities: list[str], answers: object, record: StageRecord) -> dict[str, str]:
+def resolve_labels(
+    schema: Schema, entities: list[str], answers: object, record: StageRecord, surfaces: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The schema label of each entity key; ``surfaces`` maps occurrence keys to their strings (see answer_for)."""
     labels: dict[str, str] = {}
     for entity in entities:
-        label = resolve_label(schema, entity, answer_for(answers, entity), record)
+        label = resolve_label(schema, entity, answer_for(answers, entity, (surfaces or {}).get(entity)), record)
         if label is not None:
             labels[entity] = label
     return labels

@@ -13,7 +13,7 @@ import dspy
 from samner_dspy.backends import StageBackend, build_backends
 from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
-from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.grounding import resolve_overlaps
 from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.batch import BatchItem, ordered_map
 from samner_dspy.programs.document import annotate_document, windows
@@ -47,20 +47,21 @@ def _support(candidate: Candidate) -> tuple[int, int]:
 
 
 def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tuple[Span, Candidate]], StageRecord]:
-    """Every occurrence of every candidate; of overlapping ones the best supported, then the longest, stays."""
+    """Every occurrence of every candidate, as it was located when found (``Candidate.spans``: no string is
+    located twice); of overlapping ones the best supported, then the longest, stays."""
     record = StageRecord("grounding", inputs={"candidates": [c.surface for c in candidates]})
     owner: dict[Span, Candidate] = {}
     for candidate in candidates:
-        where = locate(text, candidate.surface)
-        if not isinstance(where, Located):
-            record.drop(candidate.surface, where.reason)
-            continue
-        for span in where.spans:
+        if not candidate.spans:
+            record.drop(candidate.surface, "not located in the text")
+        for span in candidate.spans:
+            if text[span.start : span.end] != span.text:
+                raise ValueError(f"{span} is not an occurrence in this text: located in another one")
             owner.setdefault(span, candidate)
     kept, discarded = resolve_overlaps(list(owner), priority=lambda span: _support(owner[span]))
     for span in discarded:
         record.drop(f"{span.text} [{span.start}:{span.end}]", "overlaps a better-supported or longer mention")
-    record.outputs = {"spans": [[s.start, s.end, s.text] for s in kept]}
+    record.outputs = {"spans": [[s.start, s.end, s.text, owner[s].alignment_status] for s in kept]}
     return [(span, owner[span]) for span in kept], record
 
 

@@ -27,6 +27,7 @@ from samner_dspy.programs.program import (
     ground_candidates,
 )
 from samner_dspy.schema import Schema
+from samner_dspy.tagging import occurrence_keys
 from samner_dspy.tracing import Trace
 from samner_dspy.types import Entity
 
@@ -126,27 +127,23 @@ class SAMNER(ConfiguredProgram):
         located, grounding = ground_candidates(text, consensus.candidates)
         trace.add(grounding)
         spans = [span for span, _ in located]
+        keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
 
         archetypes: dict[str, str] = {}
         probabilities: list[dict[str, float]] = []
         if not spans:
             labels: dict[str, str] = {}
         elif self.calibration == "off":
-            typed = self.direct(
-                text=text,
-                schema=schema,
-                entities=list(dict.fromkeys(s.text for s in spans)),
-                backend=backends["calibrator"],
-            )
+            typed = self.direct(text=text, schema=schema, entities=keys, backend=backends["calibrator"], spans=spans)
             trace.add(typed.record)
             labels = typed.label_of
             probabilities = [typed.probabilities]
         else:
-            mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"])
+            mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
             trace.add(mediated.record)
             archetypes = mediated.archetypes
             calibrated = self.calibrator(
-                text=text, schema=schema, archetypes=archetypes, backend=backends["calibrator"]
+                text=text, schema=schema, archetypes=archetypes, backend=backends["calibrator"], spans=spans
             )
             trace.add(calibrated.record)
             labels = calibrated.label_of
@@ -155,14 +152,15 @@ class SAMNER(ConfiguredProgram):
         entities = [
             Entity(
                 span.text,
-                labels[span.text],
+                labels[key],
                 span.start,
                 span.end,
-                archetypes.get(span.text),
+                archetypes.get(key),
                 candidate.sources,
-                combine(consensus.evidence[mention_key(candidate.surface)], (p.get(span.text) for p in probabilities)),
+                combine(consensus.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
+                candidate.alignment_status,
             )
-            for span, candidate in located
-            if span.text in labels
+            for (span, candidate), key in zip(located, keys, strict=True)
+            if key in labels
         ]
         return SamnerPrediction(text=text, entities=entities, trace=trace)

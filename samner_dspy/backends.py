@@ -181,7 +181,9 @@ class _EmbeddedLMs:
 
 
 def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
-    """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL."""
+    """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL, in
+    llama.cpp's structured-output dialect (unless the stage turned structured output off). The Ray driver
+    points workers at its one server with it too (:mod:`samner_dspy.scale.ray_data`)."""
     from samner_dspy.embedded import SERVED_NAME
 
     return Endpoint(
@@ -191,6 +193,7 @@ def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
         max_tokens=endpoint.max_tokens,
         timeout_s=endpoint.timeout_s,
         num_retries=endpoint.num_retries,
+        structured_output="none" if endpoint.structured_output == "none" else "llama_cpp",
     )
 
 

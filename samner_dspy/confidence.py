@@ -3,7 +3,8 @@
     score = discovery x p(archetype answer) x p(label answer)
 
 ``discovery`` rates who proposed the mention (see :func:`discovery_evidence`); each ``p`` is the probability
-the model gave its answer for that entity (the product of its value tokens' probabilities), where the backend
+the model gave its answer for that entity's occurrence, under the key the request named it by (see
+:func:`samner_dspy.tagging.occurrence_keys`; the product of its value tokens' probabilities), where the backend
 returned token log-probabilities. A missing probability counts as 1: the score then uses the evidence alone.
 """
 

@@ -41,6 +41,7 @@ def entity_from_dict(data: dict[str, Any]) -> Entity:
         data.get("archetype"),
         tuple(data.get("sources") or ()),
         data.get("score"),
+        data.get("alignment_status"),
     )
 
 
@@ -137,7 +138,7 @@ def to_label_studio(item: Annotated, model_version: str = "samner-dspy") -> dict
             "type": "labels",
             "value": {"start": e.start, "end": e.end, "text": e.text, "labels": [e.label]},
             **({"score": e.score} if e.score is not None else {}),
-            "meta": {"archetype": e.archetype, "sources": list(e.sources)},
+            "meta": {"archetype": e.archetype, "sources": list(e.sources), "alignment_status": e.alignment_status},
         }
         for n, e in enumerate(item.entities)
     ]
@@ -155,6 +156,13 @@ def from_label_studio(task: dict[str, Any]) -> Annotated:
         value = region["value"]
         meta = region.get("meta") or {}
         entity = Entity(value["text"], value["labels"][0], value["start"], value["end"], meta.get("archetype"))
-        entities.append(replace(entity, sources=tuple(meta.get("sources") or ()), score=region.get("score")))
+        entities.append(
+            replace(
+                entity,
+                sources=tuple(meta.get("sources") or ()),
+                score=region.get("score"),
+                alignment_status=meta.get("alignment_status"),
+            )
+        )
     data = task["data"]
     return Annotated(data["text"], tuple(entities), int(data.get("index", 0)))

@@ -10,17 +10,28 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from samner_dspy.types import Span
+from samner_dspy.types import Candidate, Span
+
+AlignmentStatus = Literal["exact", "case", "whitespace"]
+ALIGNMENTS: tuple[AlignmentStatus, ...] = ("exact", "case", "whitespace")
+"""How a string matched the text, strict to loose (LangExtract records the like per extraction): as written;
+ignoring case; ignoring case and the amount of whitespace."""
 
 
 @dataclass(frozen=True)
 class Located:
-    """Where one candidate string occurs in the text, as the text spells it."""
+    """Where one candidate string occurs in the text, as the text spells it, and how it matched."""
 
     candidate: str
     surface: str
     spans: tuple[Span, ...]
+    alignment_status: AlignmentStatus = "exact"
+
+    def as_candidate(self, sources: tuple[str, ...], types: tuple[str, ...] = ()) -> Candidate:
+        """The candidate these occurrences make, so grounding reads the spans instead of locating again."""
+        return Candidate(self.surface, sources, types, self.spans, self.alignment_status)
 
 
 @dataclass(frozen=True)
@@ -75,10 +86,10 @@ def locate(text: str, candidate: object) -> Located | Unlocated:
         re.compile(re.escape(needle), re.IGNORECASE),
         re.compile(r"\s+".join(re.escape(word) for word in words), re.IGNORECASE),
     )
-    for pattern in patterns:
+    for pattern, status in zip(patterns, ALIGNMENTS, strict=True):
         spans = [s for s in _occurrences(text, pattern) if _at_word_boundary(text, s.start, s.end)]
         if spans:
-            return Located(candidate, spans[0].text, tuple(spans))
+            return Located(candidate, spans[0].text, tuple(spans), status)
     return Unlocated(candidate, "not found in the text as a whole word")
 
 

@@ -6,10 +6,13 @@ from typing import Literal, get_args
 
 ConsensusMode = Literal["rule", "verify", "off"]
 """``rule``: the released consensus rule; ``verify``: the anchor checks doubtful candidates; ``off``: plain union."""
-CalibrationMode = Literal["sentence", "entity", "off"]
-"""``sentence``: one typing request per text; ``entity``: one per entity; ``off``: direct typing, no archetypes."""
+CalibrationRequests = Literal["sentence", "entity"]
+"""How the calibrator asks: ``sentence``, one typing request per text; ``entity``, one per entity."""
+CalibrationMode = Literal[CalibrationRequests, "off"]
+"""The program's calibration: the calibrator's two ways of asking, or ``off``: direct typing, no archetypes."""
 CONSENSUS_MODES: tuple[str, ...] = get_args(ConsensusMode)
 CALIBRATION_MODES: tuple[str, ...] = get_args(CalibrationMode)
+CALIBRATION_REQUESTS: tuple[str, ...] = get_args(CalibrationRequests)
 
 
 def check_mode(option: str, value: object, modes: tuple[str, ...]) -> None:

@@ -18,6 +18,9 @@ class Entity:
     """Which extractors proposed it: ``anchor``, ``explorer`` or both."""
     score: float | None = None
     """Confidence in [0, 1] from the pipeline's evidence (see :mod:`samner_dspy.confidence`); None if unscored."""
+    alignment_status: str | None = None
+    """How the model's string matched the text (:data:`samner_dspy.grounding.ALIGNMENTS`: ``exact``, ``case``,
+    ``whitespace``), as LangExtract's ``alignment_status``; None where not recorded (gold, imported results)."""
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -42,3 +45,7 @@ class Candidate:
     sources: tuple[str, ...]
     types: tuple[str, ...] = ()
     """The entity types the extractors filed it under: a hint only, the label comes from calibration."""
+    spans: tuple[Span, ...] = ()
+    """Where it occurs, found once when the string was located (:func:`samner_dspy.grounding.locate`)."""
+    alignment_status: str | None = None
+    """How the string matched the text when located (``exact``, ``case``, ``whitespace``)."""

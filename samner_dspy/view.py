@@ -17,6 +17,8 @@ from typing import Any
 from samner_dspy.errors import SamnerError
 from samner_dspy.grounding import mention_key
 from samner_dspy.records import result_record
+from samner_dspy.tagging import occurrence_keys
+from samner_dspy.types import Span
 
 PALETTE = (
     "#8dd3c7",
@@ -92,14 +94,24 @@ def _decision(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> str
     return f"kept: {decision}" if decision else "kept (recorded without its reason)"
 
 
+def _key(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, offset: int) -> str:
+    """The name the stages gave this occurrence (``Washington (2)`` for a repeat), from the grounded spans."""
+    text = str(entity.get("text", ""))
+    spans = ((_stage(trace, "grounding") or {}).get("outputs") or {}).get("spans") or []
+    located = [Span(s[0], s[1], s[2]) for s in spans if isinstance(s, list | tuple) and len(s) >= 3]
+    where = (entity.get("start", 0) - offset, entity.get("end", 0) - offset)
+    names = {(span.start, span.end): key for span, key in zip(located, occurrence_keys(located), strict=True)}
+    return names.get(where, text)
+
+
 def _probability(stage: Mapping[str, Any] | None, text: str) -> str:
     value = ((stage or {}).get("outputs") or {}).get("probabilities", {}).get(text)
     return f" (p = {value:.3f})" if isinstance(value, int | float) else ""
 
 
-def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> str:
-    """Which stage gave the label, and with what probability where the backend returned one."""
-    text = str(entity.get("text", ""))
+def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, text: str) -> str:
+    """Which stage gave the label (to ``text``, the occurrence's key), and with what probability where the
+    backend returned one."""
     for name, what in (("calibrator", "definition-guided calibration"), ("direct_typing", "direct typing")):
         stage = _stage(trace, name)
         if stage is not None:
@@ -112,8 +124,10 @@ def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> 
     return "not in the trace"
 
 
-def entity_details(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -> list[list[str]]:
-    """The rows the details panel shows for one entity: ``[name, value]`` pairs, all plain strings."""
+def entity_details(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, offset: int = 0) -> list[list[str]]:
+    """The rows the details panel shows for one entity: ``[name, value]`` pairs, all plain strings. ``offset``
+    is where the text ``trace`` ran on starts (a long text's window)."""
+    key = _key(entity, trace, offset)
     sources = list(entity.get("sources") or [])
     score = entity.get("score")
     evidence = _recorded(trace, "evidence", entity)
@@ -128,12 +142,13 @@ def entity_details(entity: Mapping[str, Any], trace: Mapping[str, Any] | None) -
         ["text", str(entity.get("text", ""))],
         ["label", str(entity.get("label", ""))],
         ["offsets", f"{entity.get('start')}:{entity.get('end')}"],
-        ["archetype", f"{archetype}{_probability(_stage(trace, 'archetype'), str(entity.get('text', '')))}"]
+        ["archetype", f"{archetype}{_probability(_stage(trace, 'archetype'), key)}"]
         if archetype
         else ["archetype", "none (no mediation stage)"],
         ["found by", ", ".join(sources) or "the direct prompt"],
         ["consensus", _decision(entity, trace)],
-        ["calibration", _calibration(entity, trace)],
+        ["alignment", str(entity.get("alignment_status") or "not recorded")],
+        ["calibration", _calibration(entity, trace, key)],
         ["score", score_text],
     ]
     if entity.get("verdict"):
@@ -181,13 +196,14 @@ def _traces(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any] | No
     return own + [(f"window {w.get('start')}:{w.get('end')}", w.get("trace")) for w in windows if w.get("trace")]
 
 
-def _trace_of(entity: Mapping[str, Any], record: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The trace that produced ``entity``: the window of a long text that holds it, else the record's own."""
+def _trace_of(entity: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int]:
+    """The trace that produced ``entity`` and where its text starts: the window of a long text that holds it,
+    else the record's own."""
     trace = record.get("trace") or {}
     for window in trace.get("windows") or []:
         if window.get("start", 0) <= entity.get("start", -1) and entity.get("end", -1) <= window.get("end", 0):
-            return window.get("trace")
-    return trace or None
+            return window.get("trace"), int(window.get("start", 0))
+    return trace or None, 0
 
 
 def _record_data(record: Mapping[str, Any], number: int) -> dict[str, Any]:
@@ -210,7 +226,7 @@ def _record_data(record: Mapping[str, Any], number: int) -> dict[str, Any]:
                 "text": text[e["start"] : e["end"]],
                 "label": str(e.get("label", "")),
                 "verdict": str(e.get("verdict") or ""),
-                "details": entity_details(e, _trace_of(e, record)),
+                "details": entity_details(e, *_trace_of(e, record)),
             }
             for e in entities
         ],

@@ -61,7 +61,8 @@ def drive(spec: Spec, text: str, api_base: str) -> tuple[Row, list[list[str]]]:
     [
         ({}, [["anchor", "explorer"], ["archetype"], ["calibrator"]]),
         ({"ccr": "verify"}, [["anchor", "explorer"], ["anchor"], ["archetype"], ["calibrator"]]),
-        ({"calibration": "entity"}, [["anchor", "explorer"], ["archetype"], ["calibrator", "calibrator"]]),
+        # one request per occurrence: "London" twice is asked as "London" and "London (2)"
+        ({"calibration": "entity"}, [["anchor", "explorer"], ["archetype"], ["calibrator"] * 3]),
         ({"calibration": "off"}, [["anchor", "explorer"], ["calibrator"]]),
     ],
 )

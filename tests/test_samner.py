@@ -159,6 +159,7 @@ def test_predict_entities_gives_plain_dicts():
             "archetype": "Person",
             "sources": ["anchor"],
             "score": 0.75,  # the anchor alone, no logprobs: the evidence term only
+            "alignment_status": "exact",
         }
     ]
 
@@ -231,6 +232,7 @@ def test_predict_entities_takes_a_per_call_threshold_and_a_list_of_texts():
                 "archetype": None,
                 "sources": ["direct"],
                 "score": 0.5,
+                "alignment_status": "exact",
             }
         ],
         [],

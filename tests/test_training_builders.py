@@ -13,6 +13,7 @@ import pytest
 from samner_dspy.adapters import SamnerAdapter
 from samner_dspy.archetypes import archetype_definitions
 from samner_dspy.backends import StageBackend
+from samner_dspy.grounding import locate
 from samner_dspy.programs import ArchetypeClassifier, SpanExtractor
 from samner_dspy.programs.program import ground_candidates
 from samner_dspy.schema import Schema
@@ -20,7 +21,7 @@ from samner_dspy.signatures import ClassifyArchetype, ExtractSpans
 from samner_dspy.tagging import tag_entities
 from samner_dspy.training.builders import Skip, build, iepile_example, pile_ner_example, read_examples, report_path
 from samner_dspy.training.sources import iter_file, iter_hub, iter_records
-from samner_dspy.types import Candidate, Span
+from samner_dspy.types import Span
 from tests.conftest import require
 from tests.helpers import ScriptedLM
 
@@ -72,7 +73,7 @@ def test_archetype_examples_are_the_archetype_stage_prompt_when_conditioned_on_a
     record = json.loads(IEPILE.read_text().splitlines()[0])
     text = json.loads(record["instruction"])["input"]
     mentions = [m for ms in json.loads(record["output"]).values() for m in ms]
-    located, _ = ground_candidates(text, [Candidate(m, ("anchor", "explorer")) for m in mentions])
+    located, _ = ground_candidates(text, [locate(text, m).as_candidate(("anchor", "explorer")) for m in mentions])
     answer = SamnerAdapter().parse(ClassifyArchetype, examples[0][-1]["content"])
     lm = ScriptedLM([answer])
     sent = inference_messages(ArchetypeClassifier(), lm, text=text, spans=[span for span, _ in located])

@@ -43,7 +43,8 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from samner_dspy.config import STAGES, Endpoint, SamnerConfig, resolve_config
+from samner_dspy.backends import _embedded_endpoint
+from samner_dspy.config import STAGES, SamnerConfig, resolve_config
 from samner_dspy.programs.program import ConfigLike, SchemaLike
 from samner_dspy.programs.samner import SAMNER
 from samner_dspy.scale.processors import LLMProcessor
@@ -60,23 +61,10 @@ def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
     embedded = [s for s in STAGES if config.endpoint(s).is_embedded]
     if not embedded:
         return config
-    from samner_dspy.embedded import SERVED_NAME, shared_server
+    from samner_dspy.embedded import shared_server
 
     api_base = api_base or shared_server(config.embedded_model).api_base
-    served = {}
-    for stage in embedded:
-        endpoint = config.endpoint(stage)
-        dialect = "none" if endpoint.structured_output == "none" else "llama_cpp"
-        served[stage] = Endpoint(
-            f"openai/{SERVED_NAME}",
-            api_base=api_base,
-            temperature=endpoint.temperature,
-            max_tokens=endpoint.max_tokens,
-            timeout_s=endpoint.timeout_s,
-            num_retries=endpoint.num_retries,
-            structured_output=dialect,
-        )
-    return replace(config, **served)
+    return replace(config, **{stage: _embedded_endpoint(config.endpoint(stage), api_base) for stage in embedded})
 
 
 # --- the per-row work: SAMNER.forward itself, a step of the program's STEPS at a time (see .replay) ------------
@@ -187,6 +175,7 @@ ENTITY_LIST = pa.list_(
             ("archetype", pa.string()),
             ("sources", pa.list_(pa.string())),
             ("score", pa.float64()),
+            ("alignment_status", pa.string()),
         ]
     )
 )

@@ -10,7 +10,8 @@
   projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes. As in the
   authors' builder, numeric types (:data:`NUMERIC_TYPES`: dates, amounts, ratings) are dropped rather
   than projected onto Misc (``numeric="misc"`` projects them), and only a mention's first occurrence is
-  tagged (``occurrences="every"`` tags every one, as the pipeline does at inference).
+  tagged (``occurrences="every"`` tags every one under one name; ``"each"`` tags every one under its own
+  name, ``Paris (2)`` for a repeat, exactly as the pipeline asks at inference).
 
 Each example's messages come from the stage module's own adapter and signature
 (:func:`samner_dspy.adapters.training_messages`), so a trained adapter sees the inference prompt. The
@@ -29,25 +30,26 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import dspy
 
 from samner_dspy.adapters import training_messages
 from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_schema, project_type
-from samner_dspy.grounding import Located, locate, resolve_overlaps
+from samner_dspy.grounding import Located, Unlocated, locate, resolve_overlaps
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ground_candidates
-from samner_dspy.tagging import tag_entities
+from samner_dspy.tagging import occurrence_keys, tag_entities
 from samner_dspy.types import Candidate, Span
 
 Kind = Literal["explorer", "archetype"]
 Conditioning = Literal["instance", "full"]
 Numeric = Literal["drop", "misc"]
-Occurrences = Literal["first", "every"]
+Occurrences = Literal["first", "every", "each"]
+OCCURRENCES: tuple[str, ...] = get_args(Occurrences)
 
 NUMERIC_TYPES: frozenset[str] = frozenset(
     normalize_type_name(name)
@@ -223,7 +225,14 @@ def _first_occurrences(text: str, surfaces: Iterable[str], notes: Counter[str]) 
 
 def _every_occurrence(text: str, surfaces: Iterable[str], notes: Counter[str]) -> list[tuple[Span, Candidate]]:
     """Every occurrence of each mention, as the pipeline marks discovered entities at inference."""
-    located, grounding = ground_candidates(text, [Candidate(surface, ("gold",)) for surface in surfaces])
+    candidates = []
+    for surface in surfaces:
+        where = locate(text, surface)
+        if isinstance(where, Unlocated):
+            notes[f"{where.reason}: dropped"] += 1
+        else:
+            candidates.append(replace(where.as_candidate(("gold",)), surface=surface))
+    located, grounding = ground_candidates(text, candidates)
     for dropped in grounding.dropped:
         notes[f"{dropped.reason}: dropped"] += 1
     return located
@@ -242,8 +251,9 @@ def iepile_example(
     ``{"instruction", "schema", "input"}`` and ``output`` a JSON string mapping each schema type to its
     mentions. Mentions of :data:`NUMERIC_TYPES` are dropped (``numeric="drop"``) or projected onto Misc
     (``"misc"``). The rest are grounded and marked with ``<ENT>`` tags: at their first occurrence
-    (``occurrences="first"``, the authors' training data) or at every one (``"every"``, what the stage sends
-    at inference); of overlapping ones the longest stays.
+    (``occurrences="first"``, the authors' training data), at every one under the mention's name (``"every"``),
+    or at every one under its own name (``"each"``: ``Paris``, ``Paris (2)``, what the program sends at
+    inference); of overlapping ones the longest stays.
     """
     if not isinstance(record, dict):
         raise Skip("not a JSON object")
@@ -288,15 +298,16 @@ def iepile_example(
     if any(len(archetypes) > 1 for archetypes in labels.values()):
         raise Skip("a mention's types project to different archetypes")
     spans = [span for span, _ in located]
-    entities = list(dict.fromkeys(span.text for span in spans))
+    keys = occurrence_keys(spans) if occurrences == "each" else [span.text for span in spans]
+    entities = list(dict.fromkeys(keys))
     if conditioning == "full":
         definitions = archetype_definitions()
     else:
         projected = set(project_schema([*schema, *kept_types]))
         definitions = {name: meaning for name, meaning in archetype_definitions().items() if name in projected}
     return Example(
-        {"archetype_definitions": definitions, "tagged_text": tag_entities(text, spans), "entities": entities},
-        {"archetypes": {entity: next(iter(labels[entity])) for entity in entities}},
+        {"archetype_definitions": definitions, "tagged_text": tag_entities(text, spans, keys), "entities": entities},
+        {"archetypes": {key: next(iter(labels[span.text])) for span, key in zip(spans, keys, strict=True)}},
     )
 
 
@@ -329,8 +340,8 @@ def build(
     """
     if numeric not in ("drop", "misc"):
         raise ValueError(f"numeric must be 'drop' or 'misc', got {numeric!r}")
-    if occurrences not in ("first", "every"):
-        raise ValueError(f"occurrences must be 'first' or 'every', got {occurrences!r}")
+    if occurrences not in OCCURRENCES:
+        raise ValueError(f"occurrences must be one of {', '.join(OCCURRENCES)}, got {occurrences!r}")
     rng = random.Random(seed) if shuffle else None
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,7 @@ def test_explorer_build_counts_skips_and_mention_changes(tmp_path):
 
 
 def test_archetype_build_counts_skips_and_projects_types(tmp_path):
-    examples, report = built(tmp_path, "archetype", IEPILE)
+    examples, report = built(tmp_path, "archetype", IEPILE, occurrences="first")
     assert report["read"] == 11 and report["written"] == 5 == len(examples)
     assert report["skipped"] == {
         "not an NER record": 1,
@@ -134,8 +134,8 @@ def test_archetype_build_counts_skips_and_projects_types(tmp_path):
     }
     assert report["mentions"] == {
         "not found in the text as a whole word: dropped": 1,  # "Robert Zimmerman"
-        # By default only a mention's first occurrence is tagged, as in the authors' builder: New York's first
-        # is inside The New York Times, so New York is not tagged at all.
+        # With only a mention's first occurrence tagged, as in the authors' builder: New York's first is inside
+        # The New York Times, so New York is not tagged at all.
         "overlaps a longer mention: dropped": 1,
     }
     answers = [SamnerAdapter().parse(ClassifyArchetype, m[-1]["content"])["archetypes"] for m in examples]
@@ -165,8 +165,11 @@ def iepile_record(text: str, output: dict[str, list[str]]) -> dict[str, str]:
 
 def test_first_occurrence_or_every_occurrence_is_tagged():
     record = iepile_record("Paris is big and Paris is old.", {"location": ["Paris"]})
-    first = iepile_example(record, Counter())
+    first = iepile_example(record, Counter(), occurrences="first")
     every = iepile_example(record, Counter(), occurrences="every")
+    each = iepile_example(record, Counter())  # the default: every occurrence under its own name, as at inference
+    assert each.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and <ENT>Paris (2)</ENT> is old."
+    assert each.outputs == {"archetypes": {"Paris": "Location", "Paris (2)": "Location"}}
     assert first.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and Paris is old."
     assert every.inputs["tagged_text"] == "<ENT>Paris</ENT> is big and <ENT>Paris</ENT> is old."
     assert first.outputs == every.outputs == {"archetypes": {"Paris": "Location"}}
@@ -294,7 +297,7 @@ def test_samner_build_passes_the_faithfulness_switches(tmp_path, capsys):
 
     every, first = tmp_path / "every.jsonl", tmp_path / "first.jsonl"
     assert main(["build", "archetype", "-i", str(IEPILE), "-o", str(every), "--occurrences", "every"]) == 0
-    assert main(["build", "archetype", "-i", str(IEPILE), "-o", str(first)]) == 0
+    assert main(["build", "archetype", "-i", str(IEPILE), "-o", str(first), "--occurrences", "first"]) == 0
     assert "<ENT>New York</ENT>." in every.read_text() and "<ENT>New York</ENT>." not in first.read_text()
     plain, shuffled = tmp_path / "plain.jsonl", tmp_path / "shuffled.jsonl"
     assert main(["build", "explorer", "-i", str(PILE_NER), "-o", str(plain), "--no-shuffle"]) == 0

@@ -9,9 +9,9 @@
   tags the way the stage marks discovered entities, and the example is conditioned on the instance's
   projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes. As in the
   authors' builder, numeric types (:data:`NUMERIC_TYPES`: dates, amounts, ratings) are dropped rather
-  than projected onto Misc (``numeric="misc"`` projects them), and only a mention's first occurrence is
-  tagged (``occurrences="every"`` tags every one under one name; ``"each"`` tags every one under its own
-  name, ``Paris (2)`` for a repeat, exactly as the pipeline asks at inference).
+  than projected onto Misc (``numeric="misc"`` projects them). Every occurrence is tagged under its own
+  name, ``Paris (2)`` for a repeat, exactly as the pipeline asks at inference (``occurrences="first"`` tags
+  only the first, as the authors' builder does; ``"every"`` tags every one under one name).
 
 Each example's messages come from the stage module's own adapter and signature
 (:func:`samner_dspy.adapters.training_messages`), so a trained adapter sees the inference prompt. The
@@ -243,7 +243,7 @@ def iepile_example(
     notes: Counter[str],
     conditioning: Conditioning = "instance",
     numeric: Numeric = "drop",
-    occurrences: Occurrences = "first",
+    occurrences: Occurrences = "each",
 ) -> Example:
     """One IEPile NER record as a ``ClassifyArchetype`` example.
 
@@ -327,7 +327,7 @@ def build(
     limit: int | None = None,
     conditioning: Conditioning = "instance",
     numeric: Numeric = "drop",
-    occurrences: Occurrences = "first",
+    occurrences: Occurrences = "each",
     shuffle: bool = True,
     seed: int = 0,
     progress: Callable[[BuildReport], None] | None = None,

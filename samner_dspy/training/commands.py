@@ -163,10 +163,10 @@ def add_commands(commands: Any) -> None:
     )
     data.add_argument(
         "--occurrences",
-        choices=("first", "every", "each"),
-        default="first",
-        help="archetype: tag a mention's first occurrence (the authors' builder), every one under one name, or "
-        "each under its own name ('Paris (2)' for a repeat, as the program asks at inference)",
+        choices=("each", "first", "every"),
+        default="each",
+        help="archetype: tag every occurrence under its own name ('Paris (2)' for a repeat), as the program asks "
+        "at inference; the first occurrence only (the authors' builder); or every one under one name",
     )
     data.add_argument(
         "--no-shuffle", action="store_true", help="explorer: keep Pile-NER's order of types instead of shuffling"

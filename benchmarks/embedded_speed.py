@@ -200,6 +200,9 @@ def main() -> None:
     records = [r for r in done.values() if r["key"] in sentences]
     print_table(summarize(records, gold, names))
     for name, paired in paired_against_direct(records, gold, names).items():
+        if paired["sentences"] < 2 * len(paired["domains"]):
+            print(f"{name} - direct: too few sentences per domain for a bootstrap interval")
+            continue
         print(
             f"{name} - direct: {100 * paired['difference']:+.1f} macro strict F1, 95% interval "
             f"[{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}] over {paired['sentences']} paired sentences "

@@ -216,7 +216,6 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
             continue
         endpoint = config.endpoint(stage)
-        dialect = endpoint.structured_output
         per_signature = None
         if endpoint.is_embedded:
             from samner_dspy.embedded import shared_server
@@ -225,17 +224,15 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
                 server = shared_server(config.embedded_model, role)
                 return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
 
-            api_base = shared_server(config.embedded_model, stage).api_base
-            main = embedded_lm(stage)
-            per_signature = _EmbeddedLMs(stage, embedded_lm, main)
-            endpoint = _embedded_endpoint(endpoint, api_base)
-            dialect = "llama_cpp" if dialect != "none" else "none"
+            per_signature = _EmbeddedLMs(stage, embedded_lm, embedded_lm(stage))
+            endpoint = _embedded_endpoint(endpoint, shared_server(config.embedded_model, stage).api_base)
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
+        dialect = endpoint.structured_output
         backends[stage] = StageBackend(
             stage,
-            main if per_signature else build_lm(endpoint, config.cache),
+            per_signature(MAIN_SIGNATURES[stage]) if per_signature else build_lm(endpoint, config.cache),
             endpoint.model,
             endpoint.api_base,
             dialect,

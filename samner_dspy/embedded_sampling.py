@@ -102,16 +102,17 @@ def install() -> None:
         )
         if not plain:
             return original(self, **options)
-        return GrammarCheckedGreedy(
-            self,
-            options["grammar"],
-            {
-                "penalty_last_n": self.last_n_tokens_size,
-                "penalty_repeat": options.get("repeat_penalty", 1.0),
-                "penalty_freq": options.get("frequency_penalty", 0.0),
-                "penalty_present": options.get("presence_penalty", 0.0),
-            },
-        )
+        penalties = {
+            "penalty_last_n": self.last_n_tokens_size,
+            "penalty_repeat": options.get("repeat_penalty", 1.0),
+            "penalty_freq": options.get("frequency_penalty", 0.0),
+            "penalty_present": options.get("presence_penalty", 0.0),
+        }
+        try:
+            return GrammarCheckedGreedy(self, options["grammar"], penalties)
+        except (AttributeError, TypeError, ctypes.ArgumentError):
+            # Another llama-cpp-python whose internals differ: its own chain still decodes, only slower.
+            return original(self, **options)
 
     init_sampler.grammar_checked = True  # type: ignore[attr-defined]
     llama_cpp.Llama._init_sampler = init_sampler

@@ -260,6 +260,9 @@ def test_grammar_checked_greedy_decoding_gives_the_tokens_of_llama_cpps_own_samp
         chain = decode()
         embedded_sampling.install()
         assert llama_cpp.Llama._init_sampler is not original
+        grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(cases[0][1]), verbose=False)
+        sampler = llm._init_sampler(temp=0.0, grammar=grammar, repeat_penalty=1.1)
+        assert isinstance(sampler, embedded_sampling.GrammarCheckedGreedy), "this llama-cpp-python fell back"
         checked = decode()
     finally:
         llama_cpp.Llama._init_sampler = original

@@ -215,24 +215,27 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             lm = overrides[stage]
             backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
             continue
-        endpoint = config.endpoint(stage)
-        per_signature = None
-        if endpoint.is_embedded:
+        configured = endpoint = config.endpoint(stage)
+        if configured.is_embedded:
             from samner_dspy.embedded import shared_server
 
-            def embedded_lm(role: str, configured: Endpoint = endpoint) -> dspy.BaseLM:
-                server = shared_server(config.embedded_model, role)
-                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
-
-            per_signature = _EmbeddedLMs(stage, embedded_lm, embedded_lm(stage))
-            endpoint = _embedded_endpoint(endpoint, shared_server(config.embedded_model, stage).api_base)
+            endpoint = _embedded_endpoint(configured, shared_server(config.embedded_model, stage).api_base)
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
+        lm = build_lm(endpoint, config.cache)
+        per_signature = None
+        if configured.is_embedded:
+
+            def embedded_lm(role: str, configured: Endpoint = configured) -> dspy.BaseLM:
+                server = shared_server(config.embedded_model, role)
+                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
+
+            per_signature = _EmbeddedLMs(stage, embedded_lm, lm)
         dialect = endpoint.structured_output
         backends[stage] = StageBackend(
             stage,
-            per_signature(MAIN_SIGNATURES[stage]) if per_signature else build_lm(endpoint, config.cache),
+            lm,
             endpoint.model,
             endpoint.api_base,
             dialect,

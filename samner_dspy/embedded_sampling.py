@@ -69,14 +69,6 @@ class GrammarCheckedGreedy:
         llama_cpp.llama_sampler_accept(self.grammar, token)
         return token
 
-    def accept(self, token: int) -> None:
-        llama_cpp.llama_sampler_accept(self.penalties, token)
-        llama_cpp.llama_sampler_accept(self.grammar, token)
-
-    def reset(self) -> None:
-        llama_cpp.llama_sampler_reset(self.penalties)
-        llama_cpp.llama_sampler_reset(self.grammar)
-
     def close(self) -> None:
         for sampler in (self.penalties, self.grammar):
             if sampler is not None:

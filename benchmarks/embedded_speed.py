@@ -29,6 +29,7 @@ from samner_dspy.evals.crossner import load_crossner
 from samner_dspy.evals.metric import Scores, gold_mentions, label_accuracy, macro_average, score, span_score
 from samner_dspy.evals.paired import compare
 from samner_dspy.programs import DirectNER
+from samner_dspy.records import read_records
 from samner_dspy.schema import Schema
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
@@ -46,15 +47,9 @@ def evaluated_prompt_tokens() -> int:
 
 
 def read_done(path: Path) -> dict[tuple[str, str], dict]:
-    done: dict[tuple[str, str], dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a kill: its sentence is run again
-            done[record["configuration"], record["key"]] = record
-    return done
+    """What an earlier run wrote (a line torn by a kill is skipped, so its sentence is run again)."""
+    records = read_records(path, check=False) if path.is_file() else []
+    return {(record["configuration"], record["key"]): record for record in records}
 
 
 def percentile(values: list[float], q: float) -> float:

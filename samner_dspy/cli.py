@@ -273,6 +273,15 @@ def embedded(args: argparse.Namespace) -> int:
     if args.action == "path":
         print(model_path(args.model))
         return 0
+    if args.action == "export-hf":
+        from samner_dspy.hf_export import describe, export_hf
+
+        exported = export_hf(args.folder, args.model)
+        print(describe(exported), file=sys.stderr)
+        print(exported.folder)
+        return 0
+    if args.folder:
+        raise SamnerError("a folder is only for export-hf")
     server = EmbeddedServer(args.model, port=args.port)
     with server:
         print(f"serving {server.spec.description} at {server.api_base} (model name 'embedded'); Ctrl-C stops it")
@@ -402,8 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("-o", "--output", help="the HTML file to write (default: the results file with .html)")
     look.set_defaults(handler=view)
 
-    local = commands.add_parser("embedded", help="the embedded model: its file, or an OpenAI-compatible server")
-    local.add_argument("action", choices=("serve", "path"))
+    local = commands.add_parser(
+        "embedded", help="the embedded model: its file, an OpenAI-compatible server, or a Hugging Face folder"
+    )
+    local.add_argument(
+        "action",
+        choices=("serve", "path", "export-hf"),
+        help="serve: llama.cpp's server; path: the GGUF file; export-hf: a Hugging Face folder (for vLLM and "
+        "samner train), reused when it already matches",
+    )
+    local.add_argument("folder", nargs="?", help="export-hf: where (default ~/.cache/samner-dspy/hf/<model>)")
     local.add_argument("--model", help="qwen2.5-coder-0.5b (default) or qwen2.5-coder-1.5b")
     local.add_argument("--port", type=int, default=8080)
     local.set_defaults(handler=embedded)

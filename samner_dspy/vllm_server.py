@@ -14,7 +14,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -152,14 +153,21 @@ class VllmServer:
                 env={**os.environ, **self.env},
                 start_new_session=True,  # its engine processes are stopped with it, as one group
             )
+        try:
+            self._wait_until_listed(timeout_s)
+        except BaseException:  # a failure, or Ctrl-C while it starts: leave no server behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_listed(self, timeout_s: float) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout_s
-        listed: list[str] = []
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                code, self._process = self._process.returncode, None
                 raise VllmError(
-                    f"vLLM exited with code {code} while starting; the last lines of {self.log_path}:\n"
-                    + log_tail(self.log_path)
+                    f"vLLM exited with code {self._process.returncode} while starting; the last lines of "
+                    f"{self.log_path}:\n" + log_tail(self.log_path)
                 )
             try:
                 listed = self.listed_models()
@@ -167,11 +175,9 @@ class VllmServer:
                 time.sleep(1.0)
                 continue
             missing = [name for name in self.models if name not in listed]
-            if not missing:
-                return self
-            self.stop()
-            raise VllmError(f"vLLM started but does not list {missing} (it lists {listed}); see {self.log_path}")
-        self.stop()
+            if missing:
+                raise VllmError(f"vLLM started but does not list {missing} (it lists {listed}); see {self.log_path}")
+            return
         raise VllmError(
             f"vLLM did not answer at {self.api_base} within {timeout_s:.0f} s; the last lines of {self.log_path}:\n"
             + log_tail(self.log_path)
@@ -204,23 +210,31 @@ class VllmServer:
         return process.wait()
 
     def wait(self) -> int:
-        """Block until the server ends; SIGINT or SIGTERM to this process stops it cleanly first."""
+        """Block until the server ends; Ctrl-C (or SIGTERM, inside :func:`interrupt_on_sigterm`) stops it first."""
         if self._process is None:
             raise VllmError("the server is not running")
-
-        def stop_on(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, stop_on)
         try:
             return self._process.wait()
         except KeyboardInterrupt:
-            return self.stop() or 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+            return 0
 
     def __enter__(self) -> VllmServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block, so ``kill`` stops a server as cleanly as Ctrl-C."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -87,7 +87,10 @@ def train_adapter(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from samner_dspy.training import serve as serving
+    from samner_dspy.vllm_server import interrupt_on_sigterm
 
     extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args
     serve_plan = serving.plan(
@@ -101,21 +104,35 @@ def serve(args: argparse.Namespace) -> int:
         tensor_parallel_size=args.tensor_parallel_size,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
         extra_args=extra,
         check_base=not args.skip_base_check,
         download=args.download,
+        dry_run=args.dry_run,
     )
     for warning in serve_plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
-        print("# vLLM command")
+        print(f"# vLLM command ({serve_plan.build} build)")
         print(serve_plan.script(), end="")
         print("\n# samner.toml (pass it as --config, or set SAMNER_CONFIG)")
         print(serve_plan.config_toml, end="")
         return 0
     script, config = serving.write(serve_plan, args.output_dir)
-    print(f"wrote {script} and {config}; once vLLM is up: samner annotate ... --config {config}", flush=True)
-    return serving.launch(serve_plan)
+    server = serving.server(serve_plan, Path(args.output_dir) / "vllm.log")
+    print(f"wrote {script} and {config}; starting vLLM ({server.log_path})", flush=True)
+    with interrupt_on_sigterm():
+        try:
+            server.start(args.start_timeout)
+        except KeyboardInterrupt:
+            print("stopped before vLLM was up", file=sys.stderr)
+            return 130
+        print(f"vLLM is serving {', '.join(serve_plan.models)} at {server.api_base}; Ctrl-C stops it")
+        print(f"annotate with: samner annotate ... --config {config}\n")
+        print(serve_plan.config_toml, end="", flush=True)
+        code = server.wait()
+    print("vLLM stopped", file=sys.stderr)
+    return code
 
 
 def add_adapter_arguments(parser: Any) -> None:
@@ -123,9 +140,10 @@ def add_adapter_arguments(parser: Any) -> None:
     from samner_dspy.config import DEFAULT_BASE_MODEL
     from samner_dspy.training.serve import ANCHOR_ADAPTER
 
-    parser.add_argument("--explorer", default="adapters/explorer", help="the explorer adapter folder")
-    parser.add_argument("--archetype", default="adapters/archetype", help="the archetype adapter folder")
-    parser.add_argument("--anchor", default=ANCHOR_ADAPTER, help="a folder or hub id")
+    no_lora = "'base' for none: the stage asks the base model itself"
+    parser.add_argument("--explorer", default="adapters/explorer", help=f"the explorer adapter folder, or {no_lora}")
+    parser.add_argument("--archetype", default="adapters/archetype", help=f"the archetype adapter folder, or {no_lora}")
+    parser.add_argument("--anchor", default=ANCHOR_ADAPTER, help=f"a folder or hub id, or {no_lora}")
     parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
     parser.add_argument("--max-lora-rank", type=int, help="default: the smallest vLLM rank that fits every adapter")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
@@ -199,12 +217,16 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("--gradient-checkpointing", action="store_true")
     fit.set_defaults(handler=train_adapter)
 
-    srv = commands.add_parser("serve", help="check the adapters, write and launch the vLLM server and its config")
+    srv = commands.add_parser(
+        "serve", help="check the adapters, start vLLM (CPU or CUDA build) and print the matching config"
+    )
     add_adapter_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (add --api-key after --)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--gpu-memory-utilization", type=float)
-    srv.add_argument("--max-model-len", type=int)
+    srv.add_argument("--max-model-len", type=int, help="default on vLLM's CPU build: 4096")
+    srv.add_argument("--kv-cache-gib", type=float, default=2.0, help="vLLM's CPU build: GiB of KV cache")
+    srv.add_argument("--start-timeout", type=float, default=900.0, help="seconds to wait for vLLM to list its models")
     srv.add_argument("--output-dir", default="serve", help="where vllm-serve.sh and samner.toml are written")
     srv.add_argument("--dry-run", action="store_true", help="print the command and the configuration; start nothing")
     srv.add_argument("--skip-base-check", action="store_true", help="warn instead of failing on a base-model mismatch")

@@ -198,7 +198,14 @@ def _training_arguments(config: TrainConfig) -> Any:
         disable_tqdm=True,
         **warmup,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        # Without a GPU, transformers refuses bf16 unless told the CPU is meant (CPU bf16 trains fine).
+        **({"use_cpu": True} if "use_cpu" in accepted and not _has_accelerator(torch) else {}),
     )
+
+
+def _has_accelerator(torch: Any) -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def load_lora_model(config: TrainConfig) -> Any:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
-import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
 from samner_dspy.errors import SamnerError
+from samner_dspy.vllm_server import ENTRYPOINT, VllmServer, vllm_build
 
 ANCHOR_ADAPTER = "zjunlp/llama3-8b-iepile-lora"
 """IEPile's LoRA on Meta-Llama-3-8B-Instruct, the paper's anchor extractor (section 3.1)."""
@@ -27,6 +27,12 @@ LORA_NAMES = ("anchor", "explorer", "archetype")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM accepts for ``--max-lora-rank``."""
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+BASE_ADAPTER = "base"
+"""In place of an adapter: the stage asks the base model itself, with no LoRA."""
+UNCHECKED_RANK = 64
+"""``--max-lora-rank`` when a hub adapter could not be read before vLLM starts."""
+CPU_KV_CACHE_GIB = 2.0
+CPU_MAX_MODEL_LEN = 4096
 
 
 class ServeError(SamnerError):
@@ -48,10 +54,22 @@ class ServePlan:
     command: list[str]
     config_toml: str
     adapters: tuple[Adapter, ...]
+    """The adapters checked before start (a hub adapter vLLM will download is not among them)."""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    models: tuple[str, ...] = ()
+    """What ``/v1/models`` must list once the server is up: the base model's served name and each LoRA."""
+    build: str = "cuda"
 
     def script(self) -> str:
-        return "#!/usr/bin/env bash\n# Written by `samner serve`.\nexec " + shlex.join(self.command) + "\n"
+        env = "".join(f"{name}={shlex.quote(value)} " for name, value in self.env.items())
+        return (
+            "#!/usr/bin/env bash\n# Written by `samner serve`.\nexec "
+            + (f"env {env}" if env else "")
+            + (shlex.join(self.command) + "\n")
+        )
 
 
 def _looks_like_hub_id(source: str) -> bool:
@@ -63,8 +81,9 @@ def resolve_adapter(name: str, source: str, download: bool = False, hub_cache: s
     path = Path(source).expanduser()
     if path.exists():
         return path
-    if not _looks_like_hub_id(source):
-        raise ServeError(f"the {name} adapter folder {source} does not exist")
+    if not _looks_like_hub_id(source) or source == f"adapters/{name}":
+        hint = f" (`samner train {name}` writes it)" if name in ("explorer", "archetype") else ""
+        raise ServeError(f"the {name} adapter folder {source} does not exist{hint}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -169,18 +188,45 @@ def checked_adapters(
     return adapters, rank, warnings
 
 
-def config_toml(api_base: str, base_model: str) -> str:
-    """The program's configuration for this server, as a TOML file :meth:`SamnerConfig.from_toml` reads."""
-    config = SamnerConfig.vllm(api_base, base_model)
+def _maybe_hub_adapter(name: str, source: str) -> bool:
+    """Whether a missing adapter may be one vLLM downloads: a hub id that is not a folder here. ``samner train``'s
+    output folders (``adapters/<stage>``, the defaults) look like hub ids but are never on the hub."""
+    path = Path(source).expanduser()
+    return (
+        _looks_like_hub_id(source) and not path.exists() and not path.parent.is_dir() and source != f"adapters/{name}"
+    )
+
+
+def served_name(base_model: str) -> str:
+    """The name vLLM serves the base model under: a hub id as it is, a local folder by its own name."""
+    path = Path(base_model).expanduser()
+    if path.is_dir() or not _looks_like_hub_id(base_model):
+        return path.name or base_model
+    return base_model
+
+
+def config_toml(api_base: str, served_model: str, stage_models: dict[str, str] | None = None) -> str:
+    """The program's configuration for this server, as a TOML file :meth:`SamnerConfig.from_toml` reads.
+
+    ``stage_models`` names the model each stage asks for (default: its LoRA, the calibrator the base model).
+    """
+    config = SamnerConfig.vllm(api_base, served_model)
     lines = [
         "# Written by `samner serve`: the SAM-NER stages on one vLLM server.",
         "[defaults]",
         f"api_base = {json.dumps(api_base)}",
-        f"base_model = {json.dumps(base_model)}",
+        f"base_model = {json.dumps(served_model)}",
     ]
     for stage in ("anchor", "explorer", "archetype", "calibrator"):
-        lines += ["", f"[stages.{stage}]", f"model = {json.dumps(config.endpoint(stage).model)}"]
+        model = (stage_models or {}).get(stage) or config.endpoint(stage).model
+        lines += ["", f"[stages.{stage}]", f"model = {json.dumps(model)}"]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_defaults(kv_cache_gib: float, max_model_len: int | None) -> tuple[dict[str, str], list[str]]:
+    """What vLLM's CPU build needs to start on a small machine: KV-cache memory, bf16, a context length."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gib:g}"}
+    return env, ["--dtype", "bfloat16", "--max-model-len", str(max_model_len or CPU_MAX_MODEL_LEN)]
 
 
 def plan(
@@ -195,27 +241,91 @@ def plan(
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float | None = None,
     max_model_len: int | None = None,
+    kv_cache_gib: float = CPU_KV_CACHE_GIB,
     extra_args: list[str] | None = None,
     check_base: bool = True,
     download: bool = False,
     hub_cache: str | None = None,
+    build: str | None = None,
+    dry_run: bool = False,
 ) -> ServePlan:
-    """Check the adapters and build the vLLM command and the matching configuration."""
+    """Check the adapters and build the vLLM command and the matching configuration.
+
+    An adapter given as ``base`` is no LoRA: that stage asks the base model itself (in the stage's own
+    prompt format). A hub adapter missing from the local cache cannot be checked here; vLLM downloads it
+    when it starts, and the plan says so in its warnings. ``build`` is ``cpu`` or ``cuda`` (default: the
+    installed vLLM's, CUDA when none is installed). A ``dry_run`` plan turns every problem into a warning, so
+    that the command it would run is always printed.
+    """
+    build = build or vllm_build() or "cuda"
     sources = {"anchor": anchor, "explorer": explorer, "archetype": archetype}
-    adapters, rank, warnings = checked_adapters(sources, base_model, max_lora_rank, check_base, download, hub_cache)
-    command = ["vllm", "serve", base_model, "--host", host, "--port", str(port), "--enable-lora", "--lora-modules"]
-    command += [f"{adapter.name}={adapter.path}" for adapter in adapters]
-    command += ["--max-lora-rank", str(rank), "--max-loras", str(len(adapters))]
+    lora_sources = {name: source for name, source in sources.items() if source != BASE_ADAPTER}
+    warnings: list[str] = []
+    adapters: list[Adapter] = []
+    unchecked: dict[str, str] = {}
+    for name, source in lora_sources.items():
+        if not download and _maybe_hub_adapter(name, source):
+            try:
+                resolve_adapter(name, source, hub_cache=hub_cache)
+            except ServeError:
+                unchecked[name] = source
+                warnings.append(
+                    f"the {name} adapter {source} is not in the local Hugging Face cache, so it was not checked: "
+                    "vLLM downloads it when it starts (or run with --download to fetch and check it first)"
+                )
+                continue
+        try:
+            adapters.append(inspect_adapter(name, source, resolve_adapter(name, source, download, hub_cache)))
+        except ServeError as problem:
+            if not dry_run:
+                raise
+            unchecked[name] = source
+            warnings.append(f"{problem}; vLLM would fail to start with this command until that is fixed")
+    rank = 0
+    if adapters:
+        try:
+            rank, more = check_adapters(adapters, base_model, max_lora_rank, check_base)
+            warnings += more
+        except ServeError as problem:
+            if not dry_run:
+                raise
+            warnings.append(str(problem).replace("cannot serve:", "vLLM would refuse this command:"))
+            rank = max(adapter.rank for adapter in adapters)
+    if unchecked and max_lora_rank is None:
+        rank = max(rank, UNCHECKED_RANK)
+        warnings.append(f"--max-lora-rank {rank} assumed for the unchecked adapters; vLLM refuses one that exceeds it")
+    served = served_name(base_model)
+    command = [sys.executable, *ENTRYPOINT, "--model", base_model, "--served-model-name", served]
+    command += ["--host", host, "--port", str(port)]
+    modules = {adapter.name: str(adapter.path) for adapter in adapters} | unchecked
+    if modules:
+        command += ["--enable-lora", "--lora-modules", *(f"{name}={modules[name]}" for name in lora_sources)]
+        command += ["--max-lora-rank", str(max_lora_rank or rank), "--max-loras", str(len(modules))]
     if tensor_parallel_size != 1:
         command += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if gpu_memory_utilization is not None:
         command += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
-    if max_model_len is not None:
+    env: dict[str, str] = {}
+    if build == "cpu":
+        env, cpu_args = _cpu_defaults(kv_cache_gib, max_model_len)
+        command += cpu_args
+    elif max_model_len is not None:
         command += ["--max-model-len", str(max_model_len)]
     command += list(extra_args or [])
     client_host = "localhost" if host in ("0.0.0.0", "::", "") else host
-    toml = config_toml(f"http://{client_host}:{port}/v1", base_model)
-    return ServePlan(command, toml, tuple(adapters), tuple(warnings))
+    stage_models = {name: f"hosted_vllm/{served}" for name, source in sources.items() if source == BASE_ADAPTER}
+    toml = config_toml(f"http://{client_host}:{port}/v1", served, stage_models)
+    return ServePlan(
+        command=command,
+        config_toml=toml,
+        adapters=tuple(adapters),
+        warnings=tuple(warnings),
+        env=env,
+        host=host,
+        port=port,
+        models=(served, *modules),
+        build=build,
+    )
 
 
 def write(serve_plan: ServePlan, folder: str | Path) -> tuple[Path, Path]:
@@ -230,11 +340,6 @@ def write(serve_plan: ServePlan, folder: str | Path) -> tuple[Path, Path]:
     return script, config
 
 
-def launch(serve_plan: ServePlan) -> int:
-    """Run vLLM in the foreground until it exits (Ctrl-C stops it)."""
-    if shutil.which(serve_plan.command[0]) is None:
-        raise ServeError("vLLM is not installed here: pip install 'samner-dspy[serve]' on a machine with a GPU")
-    try:
-        return subprocess.call(serve_plan.command)
-    except KeyboardInterrupt:
-        return 130
+def server(serve_plan: ServePlan, log_path: str | Path) -> VllmServer:
+    """The plan's vLLM server, not started yet."""
+    return VllmServer(serve_plan.command, serve_plan.models, serve_plan.host, serve_plan.port, serve_plan.env, log_path)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shlex
-import stat
 from pathlib import Path
 
 import pytest
@@ -44,19 +42,30 @@ def serve_args(adapters: dict[str, str], *more: str) -> list[str]:
     return ["serve", *(f"--{name}={path}" for name, path in adapters.items()), *more]
 
 
-def test_dry_run_prints_the_vllm_command_and_a_configuration_the_program_loads(adapters, tmp_path, capsys):
+@pytest.fixture
+def cuda_build(monkeypatch):
+    monkeypatch.setattr("samner_dspy.training.serve.vllm_build", lambda: "cuda")
+
+
+def exec_command(printed: str) -> list[str]:
+    (exec_line,) = [line for line in printed.splitlines() if line.startswith("exec ")]
+    return shlex.split(exec_line)[1:]
+
+
+def test_dry_run_prints_the_vllm_command_and_a_configuration_the_program_loads(adapters, tmp_path, capsys, cuda_build):
     assert main(serve_args(adapters, "--dry-run", "--port", "8100", "--", "--enforce-eager")) == 0
     printed = capsys.readouterr().out
     command_part, toml_part = printed.split("# samner.toml")
-    (exec_line,) = [line for line in command_part.splitlines() if line.startswith("exec ")]
-    command = shlex.split(exec_line)[1:]
-    assert command[:3] == ["vllm", "serve", BASE]
+    command = exec_command(command_part)
+    assert command[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", BASE]
+    assert command[command.index("--served-model-name") + 1] == BASE
     modules = command.index("--lora-modules")
     assert command[modules + 1 : modules + 4] == [f"{name}={path}" for name, path in adapters.items()]
     assert "--enable-lora" in command and command[-1] == "--enforce-eager"
     assert command[command.index("--max-lora-rank") + 1] == "16", "the anchor's rank 16 sizes the server"
     assert command[command.index("--max-loras") + 1] == "3", "all three LoRAs in one batch"
     assert command[command.index("--port") + 1] == "8100"
+    assert "--dtype" not in command and "VLLM_CPU_KVCACHE_SPACE" not in command_part
     config_file = tmp_path / "samner.toml"
     config_file.write_text(toml_part.split("\n", 1)[1])
     assert SamnerConfig.from_toml(config_file) == SamnerConfig.vllm("http://127.0.0.1:8100/v1", BASE)
@@ -66,40 +75,61 @@ def test_dry_run_prints_the_vllm_command_and_a_configuration_the_program_loads(a
     assert program.config.anchor.api_base == "http://127.0.0.1:8100/v1"
 
 
+def test_the_cpu_build_gets_bf16_a_context_length_and_kv_cache_memory(adapters, monkeypatch, tmp_path):
+    monkeypatch.setattr("samner_dspy.training.serve.vllm_build", lambda: "cpu")
+    local_base = tmp_path / "qwen2.5-coder-0.5b"
+    local_base.mkdir()
+    for name in ("explorer", "archetype"):
+        adapters[name] = str(adapter(tmp_path / f"q-{name}", base=str(local_base)))
+    served = plan(
+        adapters["explorer"], adapters["archetype"], anchor="base", base_model=str(local_base), kv_cache_gib=3
+    )
+    assert served.env == {"VLLM_CPU_KVCACHE_SPACE": "3"} and served.build == "cpu"
+    assert served.command[served.command.index("--dtype") + 1] == "bfloat16"
+    assert served.command[served.command.index("--max-model-len") + 1] == "4096"
+    assert served.command[served.command.index("--served-model-name") + 1] == "qwen2.5-coder-0.5b", "a folder's name"
+    assert served.models == ("qwen2.5-coder-0.5b", "explorer", "archetype")
+    assert served.script().splitlines()[-1].startswith("exec env VLLM_CPU_KVCACHE_SPACE=3 ")
+    assert 'model = "hosted_vllm/qwen2.5-coder-0.5b"' in served.config_toml.split("[stages.anchor]")[1].split("[")[0]
+
+
+def test_dry_run_with_no_options_prints_the_command_and_says_what_is_missing(tmp_path, monkeypatch, capsys, cuda_build):
+    """A new user who has trained nothing and downloaded nothing still sees what would run, and why it can't yet."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    assert main(["serve", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    command = exec_command(captured.out)
+    modules = command.index("--lora-modules")
+    assert command[modules + 1 : modules + 4] == [
+        "anchor=zjunlp/llama3-8b-iepile-lora",
+        "explorer=adapters/explorer",
+        "archetype=adapters/archetype",
+    ]
+    assert "anchor adapter zjunlp/llama3-8b-iepile-lora is not in the local Hugging Face cache" in captured.err
+    assert "vLLM downloads it when it starts" in captured.err
+    assert "explorer adapter folder adapters/explorer does not exist (`samner train explorer` writes it)" in (
+        captured.err
+    )
+    assert main(["serve"]) == 2, "without --dry-run the missing folders are an error"
+    assert "explorer adapter folder adapters/explorer does not exist" in capsys.readouterr().err
+
+
 def test_dry_run_writes_nothing(adapters, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(serve_args(adapters, "--dry-run")) == 0
     assert not (tmp_path / "serve").exists()
 
 
-def test_launch_writes_script_and_configuration_then_runs_vllm(adapters, tmp_path, monkeypatch, capsys):
-    record = tmp_path / "argv.json"
-    fake = tmp_path / "bin" / "vllm"
-    fake.parent.mkdir()
-    fake.write_text(
-        f'#!/bin/sh\npython3 -c \'import json, sys; json.dump(sys.argv[1:], open("{record}", "w"))\' "$@"\n'
-    )
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    out = tmp_path / "deploy"
-    assert main(serve_args(adapters, "--output-dir", str(out), "--tensor-parallel-size", "2", "--host", "0.0.0.0")) == 0
-    argv = json.loads(record.read_text())
-    assert argv[:2] == ["serve", BASE] and argv[argv.index("--tensor-parallel-size") + 1] == "2"
-    assert shlex.split((out / "vllm-serve.sh").read_text().splitlines()[-1])[2:] == argv
-    assert SamnerConfig.from_toml(out / "samner.toml") == SamnerConfig.vllm("http://localhost:8000/v1", BASE)
-
-
-def test_launch_without_vllm_installed_explains(adapters, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert main(serve_args(adapters, "--output-dir", str(tmp_path / "d"))) == 2
-    assert "vLLM is not installed" in capsys.readouterr().err
-
-
 def test_an_adapter_trained_on_another_base_model_is_refused_with_both_names(adapters, tmp_path, capsys):
     adapters["explorer"] = str(adapter(tmp_path / "qwen", base="Qwen/Qwen2.5-7B-Instruct"))
-    assert main(serve_args(adapters, "--dry-run")) == 2
+    assert main(serve_args(adapters, "--output-dir", str(tmp_path / "out"))) == 2, "refused before vLLM starts"
     error = capsys.readouterr().err
     assert "explorer adapter" in error and "Qwen/Qwen2.5-7B-Instruct" in error and BASE in error
+    assert not (tmp_path / "out").exists()
+    assert main(serve_args(adapters, "--dry-run")) == 0, "a dry run prints the command and the problem"
+    assert "warning: vLLM would refuse this command:\n  - the explorer adapter" in capsys.readouterr().err
     assert main(serve_args(adapters, "--dry-run", "--skip-base-check")) == 0
     assert "warning: the explorer adapter" in capsys.readouterr().err
 
@@ -119,10 +149,10 @@ def test_base_models_compare_by_name_not_folder(trained_on, same):
 
 
 def test_rank_above_max_lora_rank_is_refused(adapters, capsys):
-    assert main(serve_args(adapters, "--dry-run", "--max-lora-rank", "8")) == 2
+    assert main(serve_args(adapters, "--max-lora-rank", "8")) == 2
     error = capsys.readouterr().err
     assert "the anchor adapter has rank 16, above --max-lora-rank 8" in error
-    assert main(serve_args(adapters, "--dry-run", "--max-lora-rank", "12")) == 2
+    assert main(serve_args(adapters, "--max-lora-rank", "12")) == 2
     assert "is not one vLLM accepts" in capsys.readouterr().err
 
 
@@ -150,15 +180,15 @@ def test_broken_adapters_are_explained_before_vllm_starts(adapters, tmp_path, ma
 
 
 def test_hub_adapters_resolve_from_the_local_hugging_face_cache(adapters, tmp_path, monkeypatch):
-    """The anchor is a hub id: it is read from the hub cache (layout of huggingface_hub), or explained."""
+    """The anchor is a hub id: it is read from the hub cache (layout of huggingface_hub), or left to vLLM."""
     require(importlib.util.find_spec("huggingface_hub") is not None, "huggingface_hub (with datasets)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = str(tmp_path / "hub")
-    with pytest.raises(
-        ServeError,
-        match=r"neither a folder here nor in the local Hugging Face cache.*hf download zjunlp/llama3-8b-iepile-lora",
-    ):
-        plan(adapters["explorer"], adapters["archetype"], hub_cache=cache)
+    missing = plan(adapters["explorer"], adapters["archetype"], hub_cache=cache)
+    assert "anchor=zjunlp/llama3-8b-iepile-lora" in missing.command, "left for vLLM to download"
+    assert [a.name for a in missing.adapters] == ["explorer", "archetype"], "only the local ones were checked"
+    assert any("not in the local Hugging Face cache" in warning for warning in missing.warnings)
+    assert missing.command[missing.command.index("--max-lora-rank") + 1] == "64", "room for an unread rank"
     repo = tmp_path / "hub" / "models--zjunlp--llama3-8b-iepile-lora"
     commit = "0123456789abcdef0123456789abcdef01234567"
     adapter(repo / "snapshots" / commit, base="/data/Meta-Llama-3-8B-Instruct", rank=16)

@@ -156,6 +156,11 @@ class EmbeddedServer:
     def api_base(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks read its memory)."""
+        return self._process.pid if self._process is not None else None
+
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "samner_dspy.embedded_child",  # llama_cpp.server, exiting with its parent

@@ -183,6 +183,11 @@ class VllmServer:
             + log_tail(self.log_path)
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs; its engine processes are its children."""
+        return self._process.pid if self._process is not None else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

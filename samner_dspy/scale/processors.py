@@ -18,14 +18,10 @@ import ray.data
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
-from samner_dspy.training.serve import ANCHOR_ADAPTER, checked_adapters
+from samner_dspy.training.serve import ANCHOR_ADAPTER, CPU_KV_CACHE_GIB, CPU_MAX_MODEL_LEN, checked_adapters
 from samner_dspy.vllm_server import vllm_build
 
 _PASSED = ("row_id", "key")
-CPU_MAX_MODEL_LEN = 4096
-"""The context length on vLLM's CPU build, which otherwise sizes its KV cache for the model's full context."""
-CPU_KV_CACHE_GIB = 2.0
-"""``VLLM_CPU_KVCACHE_SPACE`` for the CPU build's engines: plenty for SAM-NER's prompts on a small model."""
 _HTTP_STAGE_CPUS = 0.25
 """Logical CPUs for each of Ray's HTTP actors, which wait on the network."""
 CPU_STAGE_CPUS = 0.25

@@ -7,7 +7,7 @@ With ``--engine http`` (the default) the processor is Ray Data's HTTP stage agai
 ``--latency`` (0: instant replies), beside the actor path on the same corpus and server: at zero latency
 both figures are the CPU cost of the pipeline itself, which bounds what one machine can feed to GPUs. With
 ``--engine vllm`` the processor is Ray Data's vLLM engine with the base model and the three LoRAs in the
-GPU workers (vLLM and GPUs needed): sentences per second for the whole pipeline.
+workers (on GPUs; vLLM's CPU build runs too, far slower): sentences per second for the whole pipeline.
 
 Each measurement runs on N and on 2N sentences and prints both end-to-end rates: the fixed cost of starting
 actors and engines weighs less on the larger run.
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--explorer", default="adapters/explorer")
     parser.add_argument("--archetype", default="adapters/archetype")
     parser.add_argument("--anchor", default="zjunlp/llama3-8b-iepile-lora")
-    parser.add_argument("--replicas", type=int, default=1, help="with --engine vllm: engines (one GPU each)")
+    parser.add_argument("--replicas", type=int, default=1, help="with --engine vllm: engines (one GPU or CPU each)")
     args = parser.parse_args()
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)

@@ -114,21 +114,27 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
             accelerator_type=args.accelerator_type,
         )
         config = config or SamnerConfig.vllm(base_model=args.base_model)
-    if not ray.is_initialized():
+    connected = ray.is_initialized()
+    if not connected and args.ray_address:
         ray.init(address=args.ray_address, log_to_driver=False)
-    run = annotate_corpus(
-        args.file,
-        args.output,
-        Schema.parse_arg(args.schema),
-        config,
-        llm=llm,
-        api_bases=args.api_base or (),
-        workers=args.workers,
-        threads=args.concurrency,
-        id_column=args.id_column,
-        output_format=args.output_format,
-        **_program_options(args),
-    )
+    try:  # without --ray-address, annotate_corpus starts a local Ray with the CPUs the job needs
+        run = annotate_corpus(
+            args.file,
+            args.output,
+            Schema.parse_arg(args.schema),
+            config,
+            llm=llm,
+            api_bases=args.api_base or (),
+            workers=args.workers,
+            threads=args.concurrency,
+            id_column=args.id_column,
+            output_format=args.output_format,
+            log_to_driver=False,
+            **_program_options(args),
+        )
+    finally:
+        if not connected:  # a local Ray stops with its engines; a cluster is only disconnected from
+            ray.shutdown()
     print(
         f"{run.written} annotated, {run.failed} failed, {run.skipped} skipped as already written, "
         f"in {run.seconds:.1f} s; records in {args.output}/part-*.{args.output_format}, "
@@ -345,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "ray", "ray-vllm"),
         default="local",
         help="ray: a Ray Data pipeline over OpenAI-compatible endpoints; ray-vllm: over vLLM engines in the Ray "
-        "workers' GPUs (the 'ray' extra, and vLLM on the GPU nodes)",
+        "workers, on their GPUs or, with vLLM's CPU build, their CPUs (the 'ray' extra, and vLLM on the workers)",
     )
     run.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start one locally)")
     run.add_argument("--workers", type=int, default=2, help="with --engine ray: actors per stage (default 2)")
@@ -358,7 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine = run.add_argument_group("with --engine ray-vllm (the LoRAs as for samner serve)")
     add_adapter_arguments(engine)
-    engine.add_argument("--replicas", type=int, default=1, help="vLLM engines (each --tensor-parallel-size GPUs)")
+    engine.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="vLLM engines (each --tensor-parallel-size GPUs; CPUs with vLLM's CPU build)",
+    )
     engine.add_argument("--accelerator-type", help="the GPU type the engines need, e.g. H100")
     run.set_defaults(handler=annotate)
 

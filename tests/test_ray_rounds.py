@@ -1,8 +1,9 @@
 """The requests-as-rows path: the stages' requests answered in rounds by a Ray Data LLM processor.
 
 Rounds are driven by hand against the stand-in server (one round per stage, the local program's requests and
-entities), then on a Ray cluster through Ray's own HTTP processor, and on the embedded model. The vLLM engine
-processor needs vLLM and a GPU: here its rows and configuration are checked against Ray's stage contracts.
+entities), then on a Ray cluster through Ray's own HTTP processor, and on the embedded model. Here the vLLM
+engine processor's rows and configuration are checked against Ray's stage contracts, for either vLLM build;
+tests/test_ray_vllm_engine.py runs it for real.
 """
 
 from __future__ import annotations
@@ -185,6 +186,42 @@ def test_vllm_engine_rows_follow_ray_stage_contracts(tmp_path):
         {"row_id": "r", "key": "k", "generated_text": "{}", "num_input_tokens": 7, "num_generated_tokens": 2}
     )
     assert (done["text"], done["prompt_tokens"], done["completion_tokens"], done["error"]) == ("{}", 7, 2, None)
+
+
+def test_vllm_engine_settings_follow_the_vllm_build():
+    adapters = {"anchor": "/a", "explorer": "/e", "archetype": "/r"}
+    cpu = VllmEngine("/models/base", adapters, 8, tensor_parallel_size=2, build="cpu")
+    settings = cpu.config()
+    # Ray's default bundles ask for a GPU each, and wait forever on a machine with none.
+    assert [bundle["CPU"] for bundle in settings.placement_group_config["bundles"]] == [1.0, 1.0]
+    assert not any(bundle.get("GPU") for bundle in settings.placement_group_config["bundles"])
+    assert settings.log_engine_metrics is False
+    assert settings.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
+    assert (settings.engine_kwargs["dtype"], settings.engine_kwargs["max_model_len"]) == ("bfloat16", 4096)
+    stages = (settings.chat_template_stage, settings.tokenize_stage, settings.detokenize_stage)
+    assert [stage["num_cpus"] for stage in stages] == [0.25] * 3
+    assert cpu.reserved_cpus() == 2 + 3 * 0.25
+    chosen = VllmEngine(
+        "/models/base", adapters, 8, max_model_len=2048, kv_cache_gib=8, engine_kwargs={"dtype": "float32"}, build="cpu"
+    ).config()
+    assert (chosen.engine_kwargs["dtype"], chosen.engine_kwargs["max_model_len"]) == ("float32", 2048)
+    assert chosen.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "8"}}
+    cuda = VllmEngine("/models/base", adapters, 8, replicas=2, build="cuda")
+    settings = cuda.config()
+    assert settings.placement_group_config is None and settings.log_engine_metrics and settings.runtime_env is None
+    assert "dtype" not in settings.engine_kwargs and "max_model_len" not in settings.engine_kwargs
+    assert settings.tokenize_stage is True or "num_cpus" not in settings.tokenize_stage
+    assert cuda.reserved_cpus() == 2 * (1 + 3)
+
+
+def test_a_local_ray_has_the_cpus_the_rounds_hold():
+    from samner_dspy.scale.ray_data import reserved_cpus
+
+    engine = VllmEngine("/models/base", build="cpu")
+    # The advance pool, the row-making tasks, the engine and Ray's three CPU stages, one CPU for the tasks between.
+    assert reserved_cpus(2, 0.25, engine) == 3 * 0.25 + 1.75 + 1
+    assert reserved_cpus(2, 0.25, HttpEndpoint("http://localhost:1/v1", concurrency=2)) == 3 * 0.25 + 0.5 + 1
+    assert reserved_cpus(2, 0.25) == 7 * 0.25 + 1  # three actor pools without a processor
 
 
 def test_vllm_engine_refuses_a_configuration_naming_models_it_does_not_load():

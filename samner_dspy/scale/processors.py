@@ -1,4 +1,4 @@
-"""Ray Data LLM processors that answer the stages' recorded requests: vLLM engines in GPU workers, or HTTP.
+"""Ray Data LLM processors that answer the stages' recorded requests: vLLM engines in the workers, or HTTP.
 
 Each takes rows with a ``request`` column (a :class:`~samner_dspy.scale.requests.StageRequest` as JSON) and
 returns them with ``text``, ``prompt_tokens``, ``completion_tokens`` and ``error`` columns.
@@ -18,9 +18,15 @@ import ray.data
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
-from samner_dspy.training.serve import ANCHOR_ADAPTER, checked_adapters
+from samner_dspy.training.serve import ANCHOR_ADAPTER, CPU_KV_CACHE_GIB, CPU_MAX_MODEL_LEN, checked_adapters
+from samner_dspy.vllm_server import vllm_build
 
 _PASSED = ("row_id", "key")
+_HTTP_STAGE_CPUS = 0.25
+"""Logical CPUs for each of Ray's HTTP actors, which wait on the network."""
+CPU_STAGE_CPUS = 0.25
+"""Logical CPUs for each of Ray's chat-template, tokenize and detokenize actors beside a CPU engine: at the
+default of one each, a small machine has no CPU left for the engine and the job waits forever."""
 
 
 class LLMProcessor(Protocol):
@@ -32,6 +38,9 @@ class LLMProcessor(Protocol):
 
     def check(self, config: SamnerConfig) -> None:
         """Raise if the configuration asks for models this processor cannot answer for."""
+
+    def reserved_cpus(self) -> float:
+        """About how many logical CPUs its actors hold while a round runs (a cluster with fewer waits forever)."""
 
     def apply(self, requests: ray.data.Dataset) -> ray.data.Dataset: ...
 
@@ -53,12 +62,14 @@ def _reply(row: Mapping[str, Any], text: str, prompt: int, completion: int, erro
 
 @dataclass(frozen=True)
 class VllmEngine:
-    """Ray Data's vLLM engine processor: the base model and the stages' LoRAs loaded in the GPU workers.
+    """Ray Data's vLLM engine processor: the base model and the stages' LoRAs loaded in the workers.
 
     ``adapters`` maps the served names the configuration uses (``anchor``, ``explorer``, ``archetype``) to
-    LoRA folders present on every GPU node, or Hugging Face ids; requests naming ``base_model`` (the
+    LoRA folders present on every worker node, or Hugging Face ids; requests naming ``base_model`` (the
     calibrator's) run on the base model. ``replicas`` engines, each ``tensor_parallel_size`` GPUs of
-    ``accelerator_type``.
+    ``accelerator_type`` or, with vLLM's CPU build, that many CPUs. ``build`` is the workers' vLLM build,
+    ``cpu`` or ``cuda`` (default: the one installed here, CUDA when there is none); the CPU build gets a
+    KV cache of ``kv_cache_gib`` GiB, bfloat16 and a context of ``max_model_len`` (default 4096).
     """
 
     base_model: str
@@ -70,6 +81,8 @@ class VllmEngine:
     accelerator_type: str | None = None
     max_model_len: int | None = None
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    build: Literal["cpu", "cuda"] | None = None
+    kv_cache_gib: float = CPU_KV_CACHE_GIB
 
     @classmethod
     def for_adapters(
@@ -84,7 +97,7 @@ class VllmEngine:
         **settings: Any,
     ) -> VllmEngine:
         """The engine for ``samner serve``'s three LoRAs, checked as ``samner serve`` checks them (they exist, are
-        PEFT LoRAs trained on ``base_model``, fit the rank); their folders must exist on every GPU node."""
+        PEFT LoRAs trained on ``base_model``, fit the rank); their folders must exist on every worker node."""
         sources = {"anchor": anchor, "explorer": explorer, "archetype": archetype}
         adapters, rank, notes = checked_adapters(sources, base_model, max_lora_rank, download=download)
         for note in notes:
@@ -105,18 +118,44 @@ class VllmEngine:
                     "use SamnerConfig.vllm(base_model=...) or name these models in the configuration"
                 )
 
+    @property
+    def cpu_build(self) -> bool:
+        return (self.build or vllm_build() or "cuda") == "cpu"
+
+    def reserved_cpus(self) -> float:
+        # An engine: the CPU build's bundles, or on CUDA the CPU beside its GPUs; then Ray's three CPU stages.
+        stage = CPU_STAGE_CPUS if self.cpu_build else 1.0
+        return self.replicas * (self.tensor_parallel_size + 3 * stage)
+
     def config(self) -> Any:
         from ray.data.llm import vLLMEngineProcessorConfig
 
+        cpu = self.cpu_build
         engine_kwargs: dict[str, Any] = {
             "enable_prefix_caching": True,  # every stage's instructions and definitions are a shared prefix
             "tensor_parallel_size": self.tensor_parallel_size,
         }
         if self.adapters:
             engine_kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=len(self.adapters))
-        if self.max_model_len:
-            engine_kwargs["max_model_len"] = self.max_model_len
+        if self.max_model_len or cpu:
+            engine_kwargs["max_model_len"] = self.max_model_len or CPU_MAX_MODEL_LEN
+        if cpu:
+            engine_kwargs["dtype"] = "bfloat16"
         engine_kwargs.update(self.engine_kwargs)
+        settings: dict[str, Any] = {}
+        if cpu:
+            cpu_stage = {"num_cpus": CPU_STAGE_CPUS}
+            settings = {
+                # Ray's default asks for a GPU per engine worker, and waits forever on a node with none.
+                "placement_group_config": {"bundles": [{"CPU": 1}] * self.tensor_parallel_size},
+                # Ray's metrics wrapper fails in the CPU build's engine ("RayPrometheusMetric requires Ray").
+                "log_engine_metrics": False,
+                # The engine actor's environment: the driver's is not the workers' on a cluster.
+                "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{self.kv_cache_gib:g}"}},
+                "chat_template_stage": cpu_stage,
+                "tokenize_stage": cpu_stage,
+                "detokenize_stage": cpu_stage,
+            }
         return vLLMEngineProcessorConfig(
             model_source=self.base_model,
             engine_kwargs=engine_kwargs,
@@ -124,6 +163,7 @@ class VllmEngine:
             batch_size=self.batch_size,
             accelerator_type=self.accelerator_type,
             should_continue_on_error=True,  # a failed request fails its input, in errors/, not the job
+            **settings,
         )
 
     def engine_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,6 +240,9 @@ class HttpEndpoint:
     def check(self, config: SamnerConfig) -> None:
         """The server answers for whatever models it serves; its replies say so."""
 
+    def reserved_cpus(self) -> float:
+        return self.concurrency * _HTTP_STAGE_CPUS
+
     def payload(self, request: StageRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": request.model, "messages": request.chat()}
         if request.temperature is not None:
@@ -249,7 +292,7 @@ class HttpEndpoint:
             concurrency=self.concurrency,
             batch_size=self.batch_size,
             max_retries=self.max_retries,
-            http_request_stage={"num_cpus": 0.25},  # the actors wait on the network
+            http_request_stage={"num_cpus": _HTTP_STAGE_CPUS},
             session_factory=_BodySession,
         )
         return build_processor(config, preprocess=self.http_row)(requests).map(self.reply_row)

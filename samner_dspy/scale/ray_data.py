@@ -245,6 +245,18 @@ class RecordSink(Datasink):
             self.failed += failed
 
 
+def reserved_cpus(workers: int, num_cpus_per_worker: float, llm: LLMProcessor | None = None) -> float:
+    """About how many logical CPUs a job holds at once; a cluster with fewer waits forever instead of failing.
+
+    The actors wait on HTTP or on the engines, so these CPUs are scheduling tokens: without ``llm``, three pools of
+    ``workers`` actors and the row-making tasks; with it, one pool, the row-making tasks and the processor's
+    actors. Plus one CPU for the tasks between them (re-blocking, regrouping), which run one at a time if need be.
+    """
+    if llm is None:
+        return (3 * workers + 1) * num_cpus_per_worker + 1
+    return (workers + 1) * num_cpus_per_worker + llm.reserved_cpus() + 1
+
+
 @dataclass
 class CorpusRun:
     """What a job did: inputs skipped as already written, records written, inputs failed, seconds."""
@@ -273,10 +285,12 @@ def annotate_corpus(
     filesystem: pafs.FileSystem | None = None,
     llm: LLMProcessor | None = None,
     output_format: str = "jsonl",
+    log_to_driver: bool = True,
     **options: Any,
 ) -> CorpusRun:
     """Annotate a corpus on the Ray cluster this process is connected to (``ray.init()`` first, or one is
-    started locally). ``options`` are :class:`SAMNER`'s (``ccr``, ``calibration``, ``use_anchor``, ...);
+    started locally, with enough logical CPUs for the job, printing the workers' output if ``log_to_driver``;
+    it stays up for the next job). ``options`` are :class:`SAMNER`'s (``ccr``, ``calibration``, ``use_anchor``, ...);
     ``workers`` actors per step each keep ``threads`` rows in flight. ``output_format`` is ``jsonl`` or
     ``parquet`` (columns: the key, ``text``, ``entities``, ``error``, and ``record``, the JSON line).
 
@@ -308,17 +322,15 @@ def annotate_corpus(
         for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
             if posixpath.basename(info.path).startswith(".tmp-"):
                 fs.delete_file(info.path)
-    # Actors wait on HTTP, so CPUs here are scheduling tokens: three pools of ``workers`` actors, the row-making
-    # tasks, and one CPU for re-blocking. A cluster with fewer than that waits forever instead of failing.
-    needed = (3 * workers + 1) * num_cpus_per_worker + 1
+    needed = reserved_cpus(workers, num_cpus_per_worker, llm)
     if not ray.is_initialized():
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), log_to_driver=log_to_driver)
     available = ray.cluster_resources().get("CPU", 0.0)
     if available < needed:
         warnings.warn(
-            f"the Ray cluster has {available:g} CPUs; {workers} workers per step at {num_cpus_per_worker:g} CPU each "
-            f"need about {needed:g}: the job may wait for resources (fewer workers, a smaller num_cpus_per_worker, "
-            "or ray.init(num_cpus=...) with more logical CPUs)",
+            f"the Ray cluster has {available:g} CPUs; {workers} workers per step at {num_cpus_per_worker:g} CPU each"
+            f"{' and ' + llm.name if llm is not None else ''} need about {needed:g}: the job may wait for resources "
+            "(fewer workers, a smaller num_cpus_per_worker, or ray.init(num_cpus=...) with more logical CPUs)",
             stacklevel=2,
         )
     dataset = read_corpus(input_path, text_column, id_column, filesystem)

@@ -1,6 +1,6 @@
 """The stages' LM requests as data: recorded while the program runs, answered later by a Ray Data LLM processor.
 
-A Ray Data LLM processor (a vLLM engine in GPU workers, or HTTP requests) takes prompts as rows; the stages
+A Ray Data LLM processor (a vLLM engine in the workers, or HTTP requests) takes prompts as rows; the stages
 build their prompts and JSON schemas inside their own calls. So each stage's LM is a :class:`RecordingEngine`:
 it answers a request from the replies the row has collected, and records a request it has no reply for,
 answering it with an empty reply so the stage's other, independent requests (one per entity or per window) are

@@ -5,7 +5,7 @@
 
 A round is three Ray Data operations: every row runs the program's own ``forward`` as far as its replies
 go, recording the requests of the next stage (:mod:`samner_dspy.scale.requests`); the requests, one row each,
-go through the processor (vLLM engines loading the base model and the LoRAs in their GPU workers, or HTTP);
+go through the processor (vLLM engines loading the base model and the LoRAs in their workers, or HTTP);
 the replies are grouped back onto their rows. Rounds go on until no row asks anything more: discovery (anchor
 and explorer together), verification with ``ccr="verify"``, mediation and calibration are one round each, and
 the pass that asks nothing assembles the records exactly as the local program does (:mod:`.replay`).

@@ -28,6 +28,18 @@ ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 """How to start vLLM: the ``vllm`` console script of the CPU build looks for a distribution named ``vllm``
 and fails (``PackageNotFoundError``); the module entry point works in both builds."""
 LOG_TAIL_LINES = 25
+CPU_KV_CACHE_GIB = 2.0
+CPU_MAX_MODEL_LEN = 4096
+
+
+def cpu_engine_settings(
+    kv_cache_gib: float = CPU_KV_CACHE_GIB, max_model_len: int | None = None
+) -> tuple[dict[str, str], dict[str, object]]:
+    """What vLLM's CPU build needs on a small machine, as the engine's environment and its engine arguments:
+    KV-cache memory (it has no GPU memory to size it from), bf16 weights, and a context length (the model's
+    own, 32k for Qwen, would not fit that cache)."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gib:g}"}
+    return env, {"dtype": "bfloat16", "max_model_len": max_model_len or CPU_MAX_MODEL_LEN}
 
 
 class VllmError(SamnerError):

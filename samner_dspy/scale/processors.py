@@ -18,8 +18,8 @@ import ray.data
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
-from samner_dspy.training.serve import ANCHOR_ADAPTER, CPU_KV_CACHE_GIB, CPU_MAX_MODEL_LEN, checked_adapters
-from samner_dspy.vllm_server import vllm_build
+from samner_dspy.training.serve import ANCHOR_ADAPTER, checked_adapters
+from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, cpu_engine_settings, vllm_build
 
 _PASSED = ("row_id", "key")
 _HTTP_STAGE_CPUS = 0.25
@@ -137,13 +137,12 @@ class VllmEngine:
         }
         if self.adapters:
             engine_kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=len(self.adapters))
-        if self.max_model_len or cpu:
-            engine_kwargs["max_model_len"] = self.max_model_len or CPU_MAX_MODEL_LEN
-        if cpu:
-            engine_kwargs["dtype"] = "bfloat16"
-        engine_kwargs.update(self.engine_kwargs)
+        if self.max_model_len:
+            engine_kwargs["max_model_len"] = self.max_model_len
         settings: dict[str, Any] = {}
         if cpu:
+            env, cpu_engine = cpu_engine_settings(self.kv_cache_gib, self.max_model_len)
+            engine_kwargs.update(cpu_engine)
             cpu_stage = {"num_cpus": CPU_STAGE_CPUS}
             settings = {
                 # Ray's default asks for a GPU per engine worker, and waits forever on a node with none.
@@ -151,11 +150,12 @@ class VllmEngine:
                 # Ray's metrics wrapper fails in the CPU build's engine ("RayPrometheusMetric requires Ray").
                 "log_engine_metrics": False,
                 # The engine actor's environment: the driver's is not the workers' on a cluster.
-                "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{self.kv_cache_gib:g}"}},
+                "runtime_env": {"env_vars": env},
                 "chat_template_stage": cpu_stage,
                 "tokenize_stage": cpu_stage,
                 "detokenize_stage": cpu_stage,
             }
+        engine_kwargs.update(self.engine_kwargs)
         return vLLMEngineProcessorConfig(
             model_source=self.base_model,
             engine_kwargs=engine_kwargs,

@@ -19,7 +19,7 @@ from typing import Any
 
 from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
 from samner_dspy.errors import SamnerError
-from samner_dspy.vllm_server import ENTRYPOINT, VllmServer, vllm_build
+from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, ENTRYPOINT, VllmServer, cpu_engine_settings, vllm_build
 
 ANCHOR_ADAPTER = "zjunlp/llama3-8b-iepile-lora"
 """IEPile's LoRA on Meta-Llama-3-8B-Instruct, the paper's anchor extractor (section 3.1)."""
@@ -31,8 +31,6 @@ BASE_ADAPTER = "base"
 """In place of an adapter: the stage asks the base model itself, with no LoRA."""
 UNCHECKED_RANK = 64
 """``--max-lora-rank`` when a hub adapter could not be read before vLLM starts."""
-CPU_KV_CACHE_GIB = 2.0
-CPU_MAX_MODEL_LEN = 4096
 
 
 class ServeError(SamnerError):
@@ -223,12 +221,6 @@ def config_toml(api_base: str, served_model: str, stage_models: dict[str, str] |
     return "\n".join(lines) + "\n"
 
 
-def _cpu_defaults(kv_cache_gib: float, max_model_len: int | None) -> tuple[dict[str, str], list[str]]:
-    """What vLLM's CPU build needs to start on a small machine: KV-cache memory, bf16, a context length."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gib:g}"}
-    return env, ["--dtype", "bfloat16", "--max-model-len", str(max_model_len or CPU_MAX_MODEL_LEN)]
-
-
 def plan(
     explorer: str,
     archetype: str,
@@ -307,8 +299,8 @@ def plan(
         command += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
     env: dict[str, str] = {}
     if build == "cpu":
-        env, cpu_args = _cpu_defaults(kv_cache_gib, max_model_len)
-        command += cpu_args
+        env, engine = cpu_engine_settings(kv_cache_gib, max_model_len)
+        command += [arg for name, value in engine.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
     elif max_model_len is not None:
         command += ["--max-model-len", str(max_model_len)]
     command += list(extra_args or [])

@@ -7,7 +7,8 @@ model built from the same config without ``quantization_config`` and saved from 
 
 The folder records where it came from (:data:`PROVENANCE_FILE`: the GGUF's name and SHA-256, the dtype,
 each written file's SHA-256), and a second export of the same GGUF into a folder that still matches its
-record is skipped: exporting takes minutes, checking the record seconds.
+record (every file it lists there, at its recorded size) is skipped: exporting takes a minute or more,
+checking the record no time. A folder holding anything else is never overwritten.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """``samner serve``: one vLLM server with the base model and the three LoRAs, plus the matching configuration.
 
 The anchor is IEPile's published LoRA for Llama-3-8B-Instruct (``zjunlp/llama3-8b-iepile-lora``); the
-explorer and archetype adapters are the ones ``samner train`` writes. Before anything starts, every
-adapter is checked: it exists, is a PEFT LoRA that vLLM can load, was trained on this base model, and
-fits ``--max-lora-rank``. The configuration names the LoRAs ``anchor``, ``explorer`` and ``archetype``
-and the calibrator ``hosted_vllm/<base model>``, which is what :meth:`SamnerConfig.vllm` expects.
+explorer and archetype adapters are the ones ``samner train`` writes; ``base`` in place of one sends that
+stage to the base model. Before anything starts, every adapter is checked: it exists, is a PEFT LoRA that
+vLLM can load, was trained on this base model, and fits ``--max-lora-rank`` (a hub adapter not yet
+downloaded is left for vLLM to fetch). The plan is the vLLM command for the installed build (CPU or CUDA)
+and a configuration naming the LoRAs ``anchor``, ``explorer`` and ``archetype`` and the calibrator
+``hosted_vllm/<served base model>``, which is what :meth:`SamnerConfig.vllm` expects; :func:`server` runs it
+(:class:`samner_dspy.vllm_server.VllmServer`).
 """
 
 from __future__ import annotations
@@ -315,7 +318,7 @@ def plan(
         env=env,
         host=host,
         port=port,
-        models=(served, *modules),
+        models=(served, *lora_sources),
         build=build,
     )
 

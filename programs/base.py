@@ -11,7 +11,7 @@ from dspy.utils.exceptions import AdapterParseError, LMError
 
 from samner_dspy.adapters import SamnerAdapter, noting_lenient_reads
 from samner_dspy.backends import StageBackend
-from samner_dspy.constraints import JsonSchema
+from samner_dspy.constraints import JsonSchema, reply_tokens
 from samner_dspy.grounding import mention_key
 from samner_dspy.tracing import StageRecord
 
@@ -89,6 +89,9 @@ class LMStage(dspy.Module):
         record.requests += 1
         schema = self.reply_schema(predictor, field_schemas) if field_schemas else None
         config = backend.request_config(schema, predictor.signature.__name__)
+        limit = backend.max_tokens
+        if schema is not None and limit and (needed := reply_tokens(schema)) and needed > limit:
+            config["max_tokens"] = limit = needed  # an answer per entity: room for every one of them
         started = time.perf_counter()
         try:
             lm = backend.lm_for(predictor.signature.__name__)
@@ -115,7 +118,7 @@ class LMStage(dspy.Module):
         record.add_usage(usage)
         for note in lenient:
             record.repair("reply", note)
-        if _cut_off(usage, backend.max_tokens):
+        if _cut_off(usage, limit):
             # The lenient parse kept what was complete; grounding drops a torn-off last mention.
-            record.repair("reply", f"cut off at the token limit ({backend.max_tokens} tokens); read what was complete")
+            record.repair("reply", f"cut off at the token limit ({limit} tokens); read what was complete")
         return {name: prediction.get(name) for name in predictor.signature.output_fields}

@@ -34,3 +34,28 @@ def choice_per_key(keys: list[str], choices: list[str]) -> JsonSchema:
 
 def one_of(choices: list[str]) -> JsonSchema:
     return {"type": "string", "enum": list(choices)}
+
+
+def reply_tokens(schema: JsonSchema) -> int | None:
+    """About how many tokens the longest reply ``schema`` allows takes, or None when it is unbounded (free text).
+
+    Generous on purpose (about 3 characters a token, room for the spaces and newlines a model may put between
+    items): the budget of a typing request grows with its entities, so a long entity list is never cut off at
+    a fixed limit and loses the entities at its end.
+    """
+    if "enum" in schema:
+        return 2 + max((len(str(choice)) for choice in schema["enum"]), default=0) // 3 + 1
+    kind = schema.get("type")
+    if kind == "object":
+        total = 2
+        for key, value in (schema.get("properties") or {}).items():
+            inner = reply_tokens(value)
+            if inner is None:
+                return None
+            total += len(key) // 3 + 4 + inner
+        return total
+    if kind == "array" and "enum" in (items := schema.get("items") or {}):
+        return 2 + sum(len(str(choice)) // 3 + 4 for choice in items["enum"])
+    if kind in ("boolean", "integer", "number"):
+        return 4
+    return None

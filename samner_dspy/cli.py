@@ -113,7 +113,13 @@ def annotate_on_ray(args: argparse.Namespace) -> int:
             tensor_parallel_size=args.tensor_parallel_size,
             accelerator_type=args.accelerator_type,
         )
-        config = config or SamnerConfig.vllm(base_model=args.base_model)
+        if config is None:
+            from samner_dspy.training.serve import BASE_ADAPTER
+
+            config = SamnerConfig.vllm(base_model=args.base_model)
+            for stage in ("anchor", "explorer", "archetype"):
+                if getattr(args, stage) == BASE_ADAPTER:
+                    config = config.with_stage(stage, config.calibrator)  # the base model, as the calibrator
     connected = ray.is_initialized()
     if not connected and args.ray_address:
         ray.init(address=args.ray_address, log_to_driver=False)

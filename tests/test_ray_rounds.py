@@ -259,3 +259,16 @@ def test_rounds_on_the_embedded_model_equal_local_batches(ray_session, embedded_
     assert (run.written, run.failed) == (len(texts), 0), read_output(str(out), errors=True)
     assert {r["index"]: r["entities"] for r in read_output(str(out))} == local
     assert any(local.values())  # the comparison is not between empty results
+
+
+def test_base_in_place_of_every_adapter_serves_the_stages_on_the_base_model():
+    from samner_dspy.config import SamnerConfig
+
+    engine = VllmEngine.for_adapters("base", "base", anchor="base", base_model="/models/base", build="cpu")
+    assert engine.adapters == {} and "enable_lora" not in engine.config().engine_kwargs
+    config = SamnerConfig.vllm(base_model="/models/base")
+    with pytest.raises(SamnerError, match="asks for the model 'anchor'"):
+        engine.check(config)
+    for stage in ("anchor", "explorer", "archetype"):
+        config = config.with_stage(stage, config.calibrator)
+    engine.check(config)

@@ -18,7 +18,7 @@ import ray.data
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
-from samner_dspy.training.serve import ANCHOR_ADAPTER, checked_adapters
+from samner_dspy.training.serve import ANCHOR_ADAPTER, BASE_ADAPTER, checked_adapters
 from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, cpu_engine_settings, vllm_build
 
 _PASSED = ("row_id", "key")
@@ -97,8 +97,12 @@ class VllmEngine:
         **settings: Any,
     ) -> VllmEngine:
         """The engine for ``samner serve``'s three LoRAs, checked as ``samner serve`` checks them (they exist, are
-        PEFT LoRAs trained on ``base_model``, fit the rank); their folders must exist on every worker node."""
+        PEFT LoRAs trained on ``base_model``, fit the rank); their folders must exist on every worker node. An
+        adapter given as ``base`` is none: that stage runs on the base model."""
         sources = {"anchor": anchor, "explorer": explorer, "archetype": archetype}
+        sources = {name: source for name, source in sources.items() if source != BASE_ADAPTER}
+        if not sources:  # every stage on the base model
+            return cls(base_model, {}, **settings)
         adapters, rank, notes = checked_adapters(sources, base_model, max_lora_rank, download=download)
         for note in notes:
             warnings.warn(note, stacklevel=2)

@@ -207,7 +207,11 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
     if embedded:
         from samner_dspy.embedded import shared_servers
 
-        shared_servers(embedded, config.embedded_model)
+        by_model: dict[str | None, list[str]] = {}
+        for stage in embedded:
+            by_model.setdefault(config.endpoint(stage).embedded_model(config.embedded_model), []).append(stage)
+        for model, stages in by_model.items():
+            shared_servers(stages, model)
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
     for stage in STAGES:
@@ -216,10 +220,11 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             backends[stage] = StageBackend(stage, lm, getattr(lm, "model", type(lm).__name__), None, "none")
             continue
         configured = endpoint = config.endpoint(stage)
+        model = configured.embedded_model(config.embedded_model)
         if configured.is_embedded:
             from samner_dspy.embedded import shared_server
 
-            endpoint = _embedded_endpoint(configured, shared_server(config.embedded_model, stage).api_base)
+            endpoint = _embedded_endpoint(configured, shared_server(model, stage).api_base)
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
@@ -227,8 +232,8 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
         per_signature = None
         if configured.is_embedded:
 
-            def embedded_lm(role: str, configured: Endpoint = configured) -> dspy.BaseLM:
-                server = shared_server(config.embedded_model, role)
+            def embedded_lm(role: str, configured: Endpoint = configured, model: str | None = model) -> dspy.BaseLM:
+                server = shared_server(model, role)
                 return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
 
             per_signature = _EmbeddedLMs(stage, embedded_lm, lm)
@@ -236,7 +241,7 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
         backends[stage] = StageBackend(
             stage,
             lm,
-            endpoint.model,
+            configured.model if configured.embedded_model() else endpoint.model,  # the trace names a chosen model
             endpoint.api_base,
             dialect,
             # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked.

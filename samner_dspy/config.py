@@ -2,7 +2,8 @@
 
 The default configuration is one vLLM server on localhost serving the LoRAs ``anchor``, ``explorer`` and
 ``archetype`` plus its base model as the calibrator. ``model = "embedded"`` routes a stage to the model
-that ships with the ``local`` extra instead.
+that ships with the ``local`` extra instead, ``model = "embedded:qwen2.5-coder-1.5b"`` to a named one (the
+calibrator on the larger model while the extractors stay on the small one, say).
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ class Endpoint:
 
     @property
     def is_embedded(self) -> bool:
-        return self.model == EMBEDDED
+        """``embedded`` (the configuration's embedded model) or ``embedded:<model>`` (that one, for this stage)."""
+        return self.model == EMBEDDED or self.model.startswith(EMBEDDED + ":")
+
+    def embedded_model(self, default: str | None = None) -> str | None:
+        """Which embedded model serves this stage: the one its model string names, else ``default``."""
+        if self.model.startswith(EMBEDDED + ":"):
+            return self.model.split(":", 1)[1] or default
+        return default
 
     def api_key(self) -> str | None:
         if not self.api_key_env:

@@ -172,3 +172,40 @@ def test_embedded_stages_send_each_prompt_family_to_a_server_of_its_own(monkeypa
     assert len(families) == 7
     assert url("calibrator", "CalibrateEntity") == url("calibrator", "CalibrateEntity")  # built once
     assert "calibrator-CalibrateEntity" in started
+
+
+def test_a_stage_can_run_on_another_embedded_model(monkeypatch, tmp_path):
+    """``embedded:<model>`` puts one stage on a named embedded model (the calibrator on the 1.5B, the rest on the
+    0.5B): its servers are that model's, for each of its prompt families, and the trace names the model."""
+    from types import SimpleNamespace
+
+    from samner_dspy import backends as backends_module
+    from samner_dspy import embedded
+
+    started: list[tuple[str | None, str]] = []
+
+    def fake_server(model=None, role="default"):
+        if (model, role) not in started:
+            started.append((model, role))
+        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index((model, role))}/v1")
+
+    monkeypatch.setattr(embedded, "shared_servers", lambda roles, model=None: {r: fake_server(model, r) for r in roles})
+    monkeypatch.setattr(embedded, "shared_server", fake_server)
+    monkeypatch.setattr(backends_module, "check_reachable", lambda api_base, stage: None)
+    toml = tmp_path / "samner.toml"
+    toml.write_text('[defaults]\nmodel = "embedded"\n\n[stages.calibrator]\nmodel = "embedded:qwen2.5-coder-1.5b"\n')
+    config = SamnerConfig.from_toml(toml)
+    assert config.calibrator.is_embedded and config.calibrator.embedded_model() == "qwen2.5-coder-1.5b"
+    assert config.anchor.embedded_model("qwen2.5-coder-0.5b") == "qwen2.5-coder-0.5b", "the default otherwise"
+    built = backends_module.build_backends(config)
+    assert started[:4] == [
+        (None, "anchor"),
+        (None, "explorer"),
+        (None, "archetype"),
+        ("qwen2.5-coder-1.5b", "calibrator"),
+    ]
+    built["calibrator"].lm_for("CalibrateEntity")
+    assert started[-1] == ("qwen2.5-coder-1.5b", "calibrator-CalibrateEntity"), "its other families too"
+    assert built["calibrator"].model == "embedded:qwen2.5-coder-1.5b" and built["anchor"].model == "openai/embedded"
+    env = SamnerConfig.embedded().with_env({"SAMNER_CALIBRATOR_MODEL": "embedded:qwen2.5-coder-1.5b"})
+    assert env.calibrator.embedded_model() == "qwen2.5-coder-1.5b" and env.archetype.model == "embedded"

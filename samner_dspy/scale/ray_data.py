@@ -56,15 +56,19 @@ ERRORS = "errors"
 
 
 def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
-    """Embedded stages point at ``api_base`` (a server of the embedded model), else at the one embedded server
-    this driver starts: workers must not each start one."""
+    """Embedded stages point at ``api_base`` (a server of the embedded model), else at the embedded server of
+    their model that this driver starts: workers must not each start one."""
     embedded = [s for s in STAGES if config.endpoint(s).is_embedded]
     if not embedded:
         return config
     from samner_dspy.embedded import shared_server
 
-    api_base = api_base or shared_server(config.embedded_model).api_base
-    return replace(config, **{stage: _embedded_endpoint(config.endpoint(stage), api_base) for stage in embedded})
+    def served_at(stage: str) -> str:
+        return api_base or shared_server(config.endpoint(stage).embedded_model(config.embedded_model)).api_base
+
+    return replace(
+        config, **{stage: _embedded_endpoint(config.endpoint(stage), served_at(stage)) for stage in embedded}
+    )
 
 
 # --- the per-row work: SAMNER.forward itself, a step of the program's STEPS at a time (see .replay) ------------

@@ -36,8 +36,9 @@ def cpu_engine_settings(
     kv_cache_gib: float = CPU_KV_CACHE_GIB, max_model_len: int | None = None
 ) -> tuple[dict[str, str], dict[str, object]]:
     """What vLLM's CPU build needs on a small machine, as the engine's environment and its engine arguments:
-    KV-cache memory (it has no GPU memory to size it from), bf16 weights, and a context length (the model's
-    own, 32k for Qwen, would not fit that cache)."""
+    KV-cache memory (it has no GPU memory to size it from), bf16 weights, and a context length: 4096 tokens
+    hold the stages' longest prompt and reply (a text is windowed at 2,000 characters); ``max_model_len`` sets
+    another."""
     env = {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gib:g}"}
     return env, {"dtype": "bfloat16", "max_model_len": max_model_len or CPU_MAX_MODEL_LEN}
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 import threading
 import time
@@ -34,7 +33,7 @@ from typing import TextIO
 import psutil
 
 from samner_dspy import SAMNER
-from samner_dspy.embedded import running_servers
+from samner_dspy.embedded import free_port, running_servers
 from samner_dspy.evals.crossner import load_crossner
 from samner_dspy.hf_export import export_hf
 from samner_dspy.records import read_records
@@ -77,12 +76,6 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -119,7 +119,8 @@ def model_path(name: str | None = None) -> Path:
     return target
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a server of ours to take."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
@@ -144,7 +145,7 @@ class EmbeddedServer:
         it (the anchor and the explorer). Prompt evaluation is arithmetic and uses every core."""
         self.spec = model_spec(model)
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get("SAMNER_EMBEDDED_THREADS") or 0) or 1
         self.n_threads_batch = os.cpu_count() or 2

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
 
 import pytest
 
@@ -20,6 +19,7 @@ from samner_dspy import SAMNER
 from samner_dspy.archetypes import archetype_names
 from samner_dspy.cli import main
 from samner_dspy.confidence import combine, discovery_evidence
+from samner_dspy.embedded import free_port
 from tests.conftest import require
 from tests.vllm_stack import SERVED_BASE, start_stack, stop_stack
 
@@ -33,12 +33,6 @@ SCHEMA = {
 TEXT = "Ada Lovelace worked with Charles Babbage in London."
 SECOND = "Grace Hopper joined the Navy and later worked in Philadelphia."
 STAGE_MODEL = {"anchor": "anchor", "explorer": "explorer", "archetype": "archetype", "calibrator": "base"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

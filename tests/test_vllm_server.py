@@ -18,17 +18,12 @@ import pytest
 from samner_dspy import vllm_server
 from samner_dspy.cli import main
 from samner_dspy.config import SamnerConfig
+from samner_dspy.embedded import free_port
 from samner_dspy.training import serve
 from samner_dspy.vllm_server import VllmError, VllmServer, metric_total, parse_metrics
 from tests.test_training_serve import adapter
 
 FAKE = [sys.executable, "-m", "tests.fake_vllm"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -198,7 +198,7 @@ def _maybe_hub_adapter(name: str, source: str) -> bool:
     )
 
 
-def served_name(base_model: str) -> str:
+def served_base_name(base_model: str) -> str:
     """The name vLLM serves the base model under: a hub id as it is, a local folder by its own name."""
     path = Path(base_model).expanduser()
     if path.is_dir() or not _looks_like_hub_id(base_model):
@@ -289,7 +289,7 @@ def plan(
     if unchecked and max_lora_rank is None:
         rank = max(rank, UNCHECKED_RANK)
         warnings.append(f"--max-lora-rank {rank} assumed for the unchecked adapters; vLLM refuses one that exceeds it")
-    served = served_name(base_model)
+    served = served_base_name(base_model)
     command = [sys.executable, *ENTRYPOINT, "--model", base_model, "--served-model-name", served]
     command += ["--host", host, "--port", str(port)]
     modules = {adapter.name: str(adapter.path) for adapter in adapters} | unchecked

@@ -198,14 +198,14 @@ def main() -> None:
     texts = [s.text for s in sentences[: args.sentences]]
     args.warmup = sentences[args.sentences].text
     schema = Schema.from_name(f"crossner:{args.domain}")
-    records = read_records(args.output, check=False) if args.output.is_file() else []
+    records = list(read_records(args.output, check=False)) if args.output.is_file() else []
     done = {(r["server"], r["concurrency"]) for r in records}
     if not args.report_only:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("a", encoding="utf-8") as sink:
             for kind in args.servers.split(","):
                 run_server(kind, args, texts, schema, done, sink)
-        records = read_records(args.output, check=False)
+        records = list(read_records(args.output, check=False))
     print_table(records)
 
 

@@ -107,9 +107,14 @@ def evaluate(
     bootstrap: Bootstrap | None = None,
     command: str = "samner eval",
     console: Console | None = None,
+    discovery_from: Path | None = None,
 ) -> tuple[Path, Path]:
     """Run every configuration on every domain (resuming what ``output`` holds), then score the sentences every
-    configuration finished; returns the paths of ``report.md`` and ``report.json``."""
+    configuration finished; returns the paths of ``report.md`` and ``report.json``.
+
+    ``discovery_from`` (an earlier evaluation's ``<configuration>.jsonl``): every SAM-NER configuration types the
+    spans that run found instead of discovering its own (:mod:`samner_dspy.evals.retype`), so a change to
+    mediation or calibration is measured on the same mentions; direct prompting runs as always."""
     if fewshot and data.data_file:
         raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
     resolved = resolve_config(config)
@@ -119,6 +124,13 @@ def evaluate(
     domains, schemas, items_by_domain = data.load()
     items = [item for domain in domains for item in items_by_domain[domain]]
     programs = {(name, domain): build_program(name, resolved) for name in names for domain in domains}
+    if discovery_from is not None:
+        from samner_dspy.evals.retype import RecordedDiscovery, recorded_spans
+
+        spans = recorded_spans(discovery_from)
+        for name, domain in programs:
+            if name != "direct":
+                programs[name, domain] = RecordedDiscovery(spans, str(discovery_from), resolved, **CONFIGURATIONS[name])
     if fewshot:
         from samner_dspy.evals.fewshot import bootstrap
 
@@ -151,6 +163,8 @@ def evaluate(
     }
     summary = report.summarize(results, bootstrap or Bootstrap())
     shots = f"{fewshot}-shot (BootstrapFewShot demos from train)" if fewshot else "zero-shot"
+    if discovery_from is not None:
+        shots += f", SAM-NER typing the spans recorded in {discovery_from}"
     paths = report.write(summary, output, data.heading(shots), command, results)
     console.print(report.rich_table(summary))
     console.print(f"report: {paths[0]} and {paths[1]}; predictions with traces: {output}/<configuration>.jsonl")

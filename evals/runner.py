@@ -31,6 +31,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "no-calibration": {"calibration": "off"},
     "direct": {},
     "per-entity": {"ccr": "verify", "calibration": "entity"},
+    "by-label": {"ccr": "verify", "calibration": "label"},
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""
@@ -42,6 +43,7 @@ TITLES = {
     "no-calibration": "w/o calibration",
     "direct": "Direct prompting",
     "per-entity": "SAM-NER, per-entity modes",
+    "by-label": "SAM-NER, verified, typed by label",
 }
 
 

@@ -29,7 +29,7 @@ from samner_dspy.programs.program import (
 from samner_dspy.schema import Schema
 from samner_dspy.tagging import occurrence_keys
 from samner_dspy.tracing import Trace
-from samner_dspy.types import Entity
+from samner_dspy.types import Candidate, Entity, Span
 
 # Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
 _DISCOVERY_WORKERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="samner-explorer")
@@ -46,7 +46,8 @@ class SAMNER(ConfiguredProgram):
             that, runs every stage on the embedded model.
         lms: per-stage LMs that override the configuration (any ``dspy.BaseLM``), e.g. for tests.
         ccr: consensus mode, ``rule`` (default), ``verify`` or ``off``.
-        calibration: ``sentence`` (default), ``entity``, or ``off`` for direct typing without archetypes.
+        calibration: ``sentence`` (default), ``entity``, ``label`` (see :class:`TypeCalibrator`), or ``off`` for
+            direct typing without archetypes.
         use_anchor, use_explorer: the discovery ablations.
         allow_no_label: let typing answer "none" for an entity no label fits, which drops it. Off by default:
             small models answer "none" for nearly everything, and extractors already target the schema.
@@ -89,7 +90,7 @@ class SAMNER(ConfiguredProgram):
         self.explorer = SpanExtractor("explorer", max_types_per_request=max_types_per_request)
         self.consensus = ConsensusRefiner(ccr, noise_rule)
         self.archetype = ArchetypeClassifier()
-        self.calibrator = TypeCalibrator("entity" if calibration == "entity" else "sentence", allow_no_label)
+        self.calibrator = TypeCalibrator("sentence" if calibration == "off" else calibration, allow_no_label)
         self.direct = DirectTyper(allow_no_label)
 
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
@@ -106,12 +107,12 @@ class SAMNER(ConfiguredProgram):
         anchor = jobs["anchor"]()
         return {"anchor": anchor, "explorer": side.result()}
 
-    def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
-        text = check_text(text)
-        schema = Schema.coerce(schema)
-        backends = self.backends()
-        trace = Trace()
-
+    def discover(
+        self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace
+    ) -> tuple[list[tuple[Span, Candidate]], dict[str, float]]:
+        """Discovery, consensus and grounding, traced: the located mentions and each mention's evidence (by
+        :func:`~samner_dspy.grounding.mention_key`). Typing reads nothing else, so a subclass that overrides
+        this (an evaluation replaying recorded spans, say) changes what is typed and nothing more."""
         found = self._discover(text, schema, backends)
         for name in ("anchor", "explorer"):
             if name in found:
@@ -126,6 +127,14 @@ class SAMNER(ConfiguredProgram):
         trace.add(consensus.record)
         located, grounding = ground_candidates(text, consensus.candidates)
         trace.add(grounding)
+        return located, consensus.evidence
+
+    def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
+        text = check_text(text)
+        schema = Schema.coerce(schema)
+        backends = self.backends()
+        trace = Trace()
+        located, evidence = self.discover(text, schema, backends, trace)
         spans = [span for span, _ in located]
         keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
 
@@ -157,7 +166,7 @@ class SAMNER(ConfiguredProgram):
                 span.end,
                 archetypes.get(key),
                 candidate.sources,
-                combine(consensus.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
+                combine(evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
                 candidate.alignment_status,
             )
             for (span, candidate), key in zip(located, keys, strict=True)

@@ -225,6 +225,7 @@ def evaluate(args: argparse.Namespace) -> int:
         fewshot_pool=args.fewshot_pool,
         bootstrap=Bootstrap(args.bootstrap_resamples, args.bootstrap_seed),
         command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        discovery_from=Path(args.discovery_from) if args.discovery_from else None,
     )
     return 0
 
@@ -412,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap-seed", type=int, default=0, help="fixes the resamples, so a report is reproducible")
     ev.add_argument("--no-cache", action="store_true", help="do not reuse identical stage requests across runs")
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
+    ev.add_argument(
+        "--discovery-from",
+        help="an earlier eval's <configuration>.jsonl: SAM-NER types the spans it found instead of discovering, "
+        "so a typing change is measured on the same mentions",
+    )
     ev.set_defaults(handler=evaluate)
 
     out = commands.add_parser("export", help="convert annotate output to GLiNER, CoNLL, Label Studio or spaCy")

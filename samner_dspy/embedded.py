@@ -137,8 +137,13 @@ class EmbeddedServer:
         n_ctx: int = 4096,
         log_path: str | os.PathLike[str] | None = None,
         n_threads: int | None = None,
+        prefix_store: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on every core.
+
+        ``prefix_store``: evaluated prompts are kept on disk, under :meth:`prefix_dir` (default, unless
+        ``SAMNER_PREFIX_STORE=0``) or in the folder given, so a new process does not evaluate every stage's
+        instructions again (:mod:`samner_dspy.embedded_prefixes`); False turns it off.
 
         Decoding one token of a small model is bound by memory, not arithmetic: one thread decodes as fast as
         two here (31 tokens/s, 0.5B, 2 cores), and leaves the other core to a second server decoding beside
@@ -150,6 +155,13 @@ class EmbeddedServer:
         self.n_threads = n_threads or int(os.environ.get("SAMNER_EMBEDDED_THREADS") or 0) or 1
         self.n_threads_batch = os.cpu_count() or 2
         self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
+        if prefix_store is None:
+            prefix_store = os.environ.get("SAMNER_PREFIX_STORE", "1") != "0"
+        self.prefix_store: Path | None = None
+        if prefix_store is True:
+            self.prefix_store = self.prefix_dir()
+        elif prefix_store:
+            self.prefix_store = Path(prefix_store)
         self._process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
@@ -163,8 +175,10 @@ class EmbeddedServer:
         return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
+        store = ["--samner_prefix_dir", str(self.prefix_store)] if self.prefix_store else []
         return [
             sys.executable, "-m", "samner_dspy.embedded_child",  # llama_cpp.server, exiting with its parent
+            *store,
             "--model", str(model_path(self.spec.name)),
             "--model_alias", SERVED_NAME,
             "--host", self.host,
@@ -180,6 +194,20 @@ class EmbeddedServer:
             "--cache", "False",
             "--logits_all", "False",
         ]  # fmt: skip
+
+    def prefix_dir(self) -> Path:
+        """Where this server's evaluated prompts are kept: one folder per model and the settings a llama.cpp state
+        depends on (context size, flash attention, the llama.cpp build), so no state loads where it does not fit."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            build = version("llama_cpp_python")
+        except PackageNotFoundError:
+            build = "missing"  # start() says so; the folder is never used
+        settings = f"{self.spec.sha256} n_ctx={self.n_ctx} flash_attn=1 llama_cpp={build}"
+        return (
+            cache_dir().parent / "prefixes" / f"{self.spec.name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        )
 
     def start(self, timeout_s: float = 180.0) -> EmbeddedServer:
         if self._process is not None:

@@ -2,9 +2,10 @@
 
 A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its server, holding 1-3 GB,
 would live on as an orphan; so the server watches its parent and exits with it. It also decodes greedy,
-grammar-constrained requests with :mod:`samner_dspy.embedded_sampling` (the same tokens, about twice as fast).
+grammar-constrained requests with :mod:`samner_dspy.embedded_sampling` (the same tokens, about twice as fast),
+and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.embedded_prefixes`).
 
-    python -m samner_dspy.embedded_child --model model.gguf ...   # the arguments of llama_cpp.server
+    python -m samner_dspy.embedded_child [--samner_prefix_dir DIR] --model model.gguf ...   # then llama_cpp.server's
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ def main() -> None:
     from samner_dspy.embedded_sampling import install
 
     install()  # greedy decoding under a grammar without scanning the whole vocabulary per token
-    sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+    args = sys.argv[1:]
+    if args[:1] == ["--samner_prefix_dir"]:
+        from samner_dspy import embedded_prefixes
+
+        embedded_prefixes.install(embedded_prefixes.PrefixStore(args[1]))
+        args = args[2:]
+    sys.argv = ["llama_cpp.server", *args]
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
 

@@ -6,8 +6,10 @@ from typing import Literal, get_args
 
 ConsensusMode = Literal["rule", "verify", "off"]
 """``rule``: the released consensus rule; ``verify``: the anchor checks doubtful candidates; ``off``: plain union."""
-CalibrationRequests = Literal["sentence", "entity"]
-"""How the calibrator asks: ``sentence``, one typing request per text; ``entity``, one per entity."""
+CalibrationRequests = Literal["sentence", "entity", "label"]
+"""How the calibrator asks: ``sentence``, one typing request per text answering a label per entity; ``entity``,
+one request per entity; ``label``, one request per text that files the entities under the labels (the answer
+shape of direct prompting)."""
 CalibrationMode = Literal[CalibrationRequests, "off"]
 """The program's calibration: the calibrator's two ways of asking, or ``off``: direct typing, no archetypes."""
 CONSENSUS_MODES: tuple[str, ...] = get_args(ConsensusMode)

@@ -268,3 +268,39 @@ def test_grammar_checked_greedy_decoding_gives_the_tokens_of_llama_cpps_own_samp
         llama_cpp.Llama._init_sampler = original
     assert checked == chain
     assert all(json.loads(text) for text in checked)  # grammar-valid, complete JSON objects
+
+
+def test_a_new_server_starts_from_the_prompts_an_earlier_one_evaluated(embedded_server, tmp_path):
+    """The prefix store: a second process evaluates only what its prompt does not share with a stored one, and
+    answers exactly as a server that evaluated the whole prompt itself."""
+    import httpx
+
+    from samner_dspy.archetypes import archetype_definitions
+    from samner_dspy.embedded import EmbeddedServer
+
+    system = "Give the archetype of the entity, one of these: " + json.dumps(archetype_definitions())
+
+    def ask(server, sentence):
+        reply = httpx.post(
+            f"{server.api_base}/chat/completions",
+            json={
+                "model": "embedded",
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": sentence}],
+                "max_tokens": 12,
+                "temperature": 0,
+            },
+            timeout=120,
+        ).json()
+        return reply["choices"][0]["message"]["content"], reply["usage"]["prompt_tokens"]
+
+    store = tmp_path / "prefixes"
+    with EmbeddedServer(prefix_store=store, log_path=tmp_path / "first.log") as first:
+        ask(first, "Bob Dylan recorded Blonde on Blonde.")
+    assert len(list(store.glob("*.kv"))) == 1
+    with EmbeddedServer(prefix_store=store, log_path=tmp_path / "second.log") as second:
+        answer, sent = ask(second, "Joni Mitchell recorded Blue.")
+        evaluated = second.evaluated_prompt_tokens()
+    assert 0 < evaluated < 0.2 * sent, (evaluated, sent)
+    with EmbeddedServer(prefix_store=False, log_path=tmp_path / "cold.log") as cold:
+        assert ask(cold, "Joni Mitchell recorded Blue.")[0] == answer
+        assert cold.evaluated_prompt_tokens() >= sent - 1

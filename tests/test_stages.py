@@ -103,3 +103,52 @@ def test_no_structured_output_sends_no_response_format():
     lm = ScriptedLM([{"labels": {"Hinton": "researcher"}}])
     DirectTyper()(text=TEXT, schema=SCHEMA, entities=["Hinton"], backend=backend(lm, "none"))
     assert "response_format" not in lm.history[-1]["kwargs"]
+
+
+def test_calibrator_label_mode_files_entities_under_labels():
+    lm = ScriptedLM(
+        [
+            {
+                "entities_by_label": {
+                    "researcher": ["hinton"],
+                    "university": ["University of Toronto", "Edinburgh", "Toronto"],
+                    "location": ["Edinburgh"],
+                }
+            }
+        ]
+    )
+    archetypes = {
+        "Hinton": "Person",
+        "University of Toronto": "Organization",
+        "Edinburgh": "Location",
+        "Hinton (2)": "Person",
+    }
+    spans = [
+        Span(0, 6, "Hinton"),
+        Span(35, 56, "University of Toronto"),
+        Span(18, 27, "Edinburgh"),
+        Span(58, 64, "Hinton"),
+    ]
+    result = TypeCalibrator("label")(text=TEXT, schema=SCHEMA, archetypes=archetypes, backend=backend(lm), spans=spans)
+    # "hinton" is the first occurrence's key up to case; the second, unfiled, takes its string's label.
+    assert result.label_of == {
+        "Hinton": "researcher",
+        "University of Toronto": "university",
+        "Edinburgh": "university",
+        "Hinton (2)": "researcher",
+    }
+    assert [(d.item, d.reason) for d in result.record.dropped] == [("Toronto", "filed, but not one of the entities")]
+    assert [(r.item, r.reason) for r in result.record.repaired] == [
+        ("Edinburgh", "also filed under 'location'; kept 'university'")
+    ]
+    properties = sent_schema(lm)["properties"]["entities_by_label"]["properties"]
+    assert list(properties) == SCHEMA.labels
+    assert properties["location"]["items"]["enum"] == list(archetypes)
+
+
+def test_calibrator_label_mode_drops_an_entity_filed_under_no_label():
+    lm = ScriptedLM([{"entities_by_label": {"researcher": ["Hinton"], "university": [], "location": []}}])
+    archetypes = {"Hinton": "Person", "Edinburgh": "Location"}
+    result = TypeCalibrator("label")(text=TEXT, schema=SCHEMA, archetypes=archetypes, backend=backend(lm))
+    assert result.label_of == {"Hinton": "researcher"}
+    assert [(d.item, d.reason) for d in result.record.dropped] == [("Edinburgh", "filed under no label")]

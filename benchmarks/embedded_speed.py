@@ -36,8 +36,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 DOMAINS = "ai,literature,music,politics,science"
 CONFIGURATIONS = {
     "direct": lambda: DirectNER(),
-    "samner": lambda: SAMNER(),
-    "per-entity": lambda: SAMNER(ccr="verify", calibration="entity"),
+    "samner": lambda: SAMNER(preset="paper"),
+    "per-entity": lambda: SAMNER(preset="paper", ccr="verify", calibration="entity"),
+    "small": lambda: SAMNER.for_small_models(),
 }
 
 

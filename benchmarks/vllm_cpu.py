@@ -144,7 +144,7 @@ def started(kind: str) -> Iterator[tuple[SAMNER, VllmServer | None]]:
         with tempfile.TemporaryDirectory(prefix="samner-bench-vllm-") as folder, vllm_program(Path(folder)) as pair:
             yield pair
     elif kind == "embedded":
-        program = SAMNER()
+        program = SAMNER(preset="paper")  # the modes the vLLM side runs (its stages are not embedded)
         program.backends()  # starts the servers
         yield program, None
     else:

@@ -3,6 +3,7 @@ mentions the earlier run typed, without paying for discovery (about two thirds o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,30 @@ from samner_dspy.evals.runner import read_results
 from samner_dspy.grounding import mention_key
 from samner_dspy.programs import SAMNER
 from samner_dspy.programs.program import ConfigLike
+from samner_dspy.programs.samner import Discovery
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Candidate, Span
 
-RecordedSpans = dict[str, list[tuple[int, int, str, str | None]]]
-"""A sentence's text -> the spans its grounding stage kept: ``(start, end, text, alignment status)``."""
+
+@dataclass(frozen=True)
+class RecordedSentence:
+    spans: list[tuple[int, int, str, str | None]]
+    """The spans the grounding stage kept: ``(start, end, text, alignment status)``."""
+    anchor_types: dict[str, list[str]]
+    """The anchor stage's mentions and the labels it filed each under (empty where the run had no anchor)."""
 
 
-def recorded_spans(path: Path) -> RecordedSpans:
-    """The grounded spans of every sentence of an evaluation's ``<configuration>.jsonl``, by text."""
-    found: RecordedSpans = {}
+def recorded_spans(path: Path) -> dict[str, RecordedSentence]:
+    """What discovery found in every sentence of an evaluation's ``<configuration>.jsonl``, by text."""
+    found: dict[str, RecordedSentence] = {}
     for record in read_results(path):
-        stage = next((s for s in record["trace"]["stages"] if s.get("stage") == "grounding"), None)
-        if stage is None:
+        stages = {stage.get("stage"): stage for stage in record["trace"]["stages"]}
+        if "grounding" not in stages:
             raise SamnerError(f"{path}: the record of {record['key']} has no grounding stage to take spans from")
-        found[record["text"]] = [(int(s), int(e), str(t), status) for s, e, t, status in stage["outputs"]["spans"]]
+        spans = [(int(s), int(e), str(t), status) for s, e, t, status in stages["grounding"]["outputs"]["spans"]]
+        anchor = (stages.get("anchor") or {}).get("outputs", {}).get("mentions", {})
+        found[record["text"]] = RecordedSentence(spans, anchor)
     if not found:
         raise SamnerError(f"{path} holds no finished sentence to take spans from")
     return found
@@ -38,20 +47,22 @@ class RecordedDiscovery(SAMNER):
     A text the records do not hold is refused: typing other spans would not be the comparison asked for.
     """
 
-    def __init__(self, spans: RecordedSpans, source: str, config: ConfigLike = None, **options: Any) -> None:
+    def __init__(
+        self, spans: dict[str, RecordedSentence], source: str, config: ConfigLike = None, **options: Any
+    ) -> None:
         super().__init__(config, **options)
         self.recorded = spans
         self.source = source
 
-    def discover(
-        self, text: str, schema: Schema, backends: dict, trace: Trace
-    ) -> tuple[list[tuple[Span, Candidate]], dict[str, float]]:
+    def discover(self, text: str, schema: Schema, backends: dict, trace: Trace) -> Discovery:
         if text not in self.recorded:
             raise SamnerError(f"{self.source} holds no record of this text: {text[:60]!r}")
+        recorded = self.recorded[text]
         record = trace.add(StageRecord("grounding", inputs={"recorded": self.source}))
         located = []
-        for start, end, surface, status in self.recorded[text]:
+        for start, end, surface, status in recorded.spans:
             span = Span(start, end, surface)
             located.append((span, Candidate(surface, ("recorded",), (), (span,), status)))
         record.outputs = {"spans": [[s.start, s.end, s.text, c.alignment_status] for s, c in located]}
-        return located, {mention_key(span.text): 1.0 for span, _ in located}
+        anchor_types = {mention_key(surface): tuple(types) for surface, types in recorded.anchor_types.items()}
+        return Discovery(located, {mention_key(span.text): 1.0 for span, _ in located}, anchor_types)

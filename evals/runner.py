@@ -22,16 +22,17 @@ from samner_dspy.schema import Schema
 
 logger = logging.getLogger(__name__)
 
-# The paper's rows: SAM-NER, its four ablations (tables 2 and 3), and plain prompting on the same model.
+# The paper's rows: SAM-NER, its four ablations (tables 2 and 3), and plain prompting on the same model; then the
+# per-entity modes and the small-model preset (SAMNER.for_small_models), SAMNER()'s default on the embedded model.
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "samner": {},
-    "no-anchor": {"use_anchor": False},
-    "no-explorer": {"use_explorer": False},
-    "no-ccr": {"ccr": "off"},
-    "no-calibration": {"calibration": "off"},
+    "samner": {"preset": "paper"},
+    "no-anchor": {"preset": "paper", "use_anchor": False},
+    "no-explorer": {"preset": "paper", "use_explorer": False},
+    "no-ccr": {"preset": "paper", "ccr": "off"},
+    "no-calibration": {"preset": "paper", "calibration": "off"},
     "direct": {},
-    "per-entity": {"ccr": "verify", "calibration": "entity"},
-    "by-label": {"ccr": "verify", "calibration": "label"},
+    "per-entity": {"preset": "paper", "ccr": "verify", "calibration": "entity"},
+    "small": {"preset": "small"},
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""
@@ -43,7 +44,7 @@ TITLES = {
     "no-calibration": "w/o calibration",
     "direct": "Direct prompting",
     "per-entity": "SAM-NER, per-entity modes",
-    "by-label": "SAM-NER, verified, typed by label",
+    "small": "SAM-NER, small-model preset",
 }
 
 

@@ -7,12 +7,12 @@ import dspy
 from samner_dspy.archetypes import archetype_definitions
 from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import answer_probabilities
-from samner_dspy.constraints import choice_per_key, one_of, subsets_per_key
+from samner_dspy.constraints import choice_per_key, one_of
 from samner_dspy.modes import CALIBRATION_REQUESTS, CalibrationRequests, check_mode
 from samner_dspy.programs.base import LMStage, answer_for
-from samner_dspy.programs.labels import label_definitions, labels_from_filing, resolve_label, resolve_labels
+from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
-from samner_dspy.signatures import CalibrateByLabel, CalibrateEntity, CalibrateType, TypeEntities
+from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
 from samner_dspy.tagging import name_occurrences
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span
@@ -39,9 +39,7 @@ def shown_text(text: str, spans: list[Span] | None, keys: list[str]) -> tuple[st
 
 class TypeCalibrator(LMStage):
     """``sentence`` (default): one request types all of a sentence's entities, as the authors' code does.
-    ``entity``: one request per entity, the paper's equation 12, for comparison. ``label``: one request per
-    sentence that files the entities under the labels, the answer shape small models follow best in direct
-    prompting; an entity it files under no label is dropped.
+    ``entity``: one request per entity, the paper's equation 12, for comparison.
 
     ``archetypes`` is keyed as the archetype stage named the entities; ``spans`` (one per key, in that order)
     lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`).
@@ -56,7 +54,6 @@ class TypeCalibrator(LMStage):
         self.mode = mode
         self.predict = dspy.Predict(CalibrateType)
         self.predict_entity = dspy.Predict(CalibrateEntity)
-        self.predict_by_label = dspy.Predict(CalibrateByLabel)
 
     def forward(
         self,
@@ -87,18 +84,6 @@ class TypeCalibrator(LMStage):
             )
             labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record, surfaces)
             probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels, surfaces)
-        elif self.mode == "label":
-            reply = self.call_lm(
-                self.predict_by_label,
-                backend,
-                record,
-                {"entities_by_label": subsets_per_key(list(definitions_shown), entities)},
-                label_definitions=definitions_shown,
-                archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
-                text=shown,
-                entities=dict(archetypes),
-            )
-            labels = labels_from_filing(schema, entities, (reply or {}).get("entities_by_label"), record, surfaces)
         else:
             labels = {}
             for entity, archetype in archetypes.items():

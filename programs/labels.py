@@ -42,36 +42,3 @@ def resolve_labels(
         if label is not None:
             labels[entity] = label
     return labels
-
-
-def labels_from_filing(
-    schema: Schema, entities: list[str], filing: object, record: StageRecord, surfaces: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The schema label of each entity key from a reply that files entities under labels (``{label: [entity]}``).
-
-    An entity filed under several labels keeps the first, in the reply's order; a later occurrence the reply
-    did not file takes its string's label (as :func:`answer_for` reads it); one filed under none is dropped,
-    the reply's way of saying no label fits. Each is traced."""
-    keyed = {mention_key(entity): entity for entity in reversed(entities)}
-    filed: dict[str, str] = {}
-    for answer, mentions in (filing if isinstance(filing, dict) else {}).items():
-        label = schema.match_label(answer)
-        for mention in mentions if isinstance(mentions, list) else []:
-            entity = keyed.get(mention_key(mention)) if isinstance(mention, str) else None
-            if entity is None:
-                record.drop(str(mention), "filed, but not one of the entities")
-            elif label is None:
-                record.drop(entity, f"label {answer!r} is not in the schema")
-            elif entity not in filed:
-                filed[entity] = label
-            elif filed[entity] != label:
-                record.repair(entity, f"also filed under {label!r}; kept {filed[entity]!r}")
-    labels: dict[str, str] = {}
-    for entity in entities:
-        first = keyed.get(mention_key((surfaces or {}).get(entity, entity)))
-        label = filed.get(entity) or (filed.get(first) if first is not None else None)
-        if label is None:
-            record.drop(entity, "filed under no label")
-        else:
-            labels[entity] = label
-    return labels

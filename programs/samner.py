@@ -5,14 +5,25 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import dspy
 
 from samner_dspy.adapters import IEPileAdapter
 from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import combine
+from samner_dspy.config import STAGES
 from samner_dspy.grounding import mention_key
-from samner_dspy.modes import CALIBRATION_MODES, CalibrationMode, ConsensusMode, check_mode
+from samner_dspy.modes import (
+    CALIBRATION_MODES,
+    PRESET_NAMES,
+    PRESETS,
+    CalibrationMode,
+    ConsensusMode,
+    Preset,
+    check_mode,
+)
 from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import DirectTyper, TypeCalibrator
@@ -28,11 +39,23 @@ from samner_dspy.programs.program import (
 )
 from samner_dspy.schema import Schema
 from samner_dspy.tagging import occurrence_keys
-from samner_dspy.tracing import Trace
+from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Candidate, Entity, Span
 
 # Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
 _DISCOVERY_WORKERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="samner-explorer")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What typing reads from discovery."""
+
+    located: list[tuple[Span, Candidate]]
+    """Every grounded mention, with the candidate it came from."""
+    evidence: dict[str, float]
+    """Each mention's discovery evidence (:mod:`samner_dspy.confidence`), by its mention key."""
+    anchor_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The labels the anchor filed each mention under, by mention key (for ``trust_anchor_types``)."""
 
 
 class SAMNER(ConfiguredProgram):
@@ -45,12 +68,18 @@ class SAMNER(ConfiguredProgram):
         config: a :class:`SamnerConfig`, a TOML path or a mapping; None reads ``SAMNER_CONFIG`` or, failing
             that, runs every stage on the embedded model.
         lms: per-stage LMs that override the configuration (any ``dspy.BaseLM``), e.g. for tests.
-        ccr: consensus mode, ``rule`` (default), ``verify`` or ``off``.
-        calibration: ``sentence`` (default), ``entity``, ``label`` (see :class:`TypeCalibrator`), or ``off`` for
-            direct typing without archetypes.
+        preset: the defaults of ``ccr``, ``calibration`` and ``trust_anchor_types``
+            (:data:`samner_dspy.modes.PRESETS`): ``paper``, or ``small`` (:meth:`for_small_models`). None picks
+            ``small`` when every stage runs on an embedded model and ``paper`` otherwise (vLLM and the LoRAs).
+        ccr: consensus mode, ``rule`` (the paper's), ``verify`` or ``off``.
+        calibration: ``sentence`` (the paper's), ``entity``, or ``off`` for direct typing without archetypes.
         use_anchor, use_explorer: the discovery ablations.
         allow_no_label: let typing answer "none" for an entity no label fits, which drops it. Off by default:
             small models answer "none" for nearly everything, and extractors already target the schema.
+        trust_anchor_types: a mention the precision-oriented anchor filed under exactly one label keeps that
+            label, and calibration types only the others (each kept label is traced under the calibrator's
+            ``from_anchor``). Off in the paper's configuration; on in :meth:`for_small_models`, where the
+            anchor's unambiguous types are right about twice as often as the calibrator's.
         max_types_per_request: split large schemas over several extraction requests (None: one request).
         threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
             stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
@@ -67,12 +96,14 @@ class SAMNER(ConfiguredProgram):
         config: ConfigLike = None,
         *,
         lms: Mapping[str, dspy.BaseLM] | None = None,
-        ccr: ConsensusMode = "rule",
+        preset: Preset | None = None,
+        ccr: ConsensusMode | None = None,
         noise_rule: NoiseRule | None = None,
-        calibration: CalibrationMode = "sentence",
+        calibration: CalibrationMode | None = None,
         use_anchor: bool = True,
         use_explorer: bool = True,
         allow_no_label: bool = False,
+        trust_anchor_types: bool | None = None,
         max_types_per_request: int | None = None,
         threshold: float = 0.0,
         max_chars: int = DEFAULT_MAX_CHARS,
@@ -82,16 +113,35 @@ class SAMNER(ConfiguredProgram):
         super().__init__(config, lms, threshold=threshold, max_chars=max_chars, overlap=overlap, window=window)
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
+        if preset is None:
+            preset = "small" if all(self._on_embedded(stage) for stage in STAGES) else "paper"
+        check_mode("preset", preset, PRESET_NAMES)
+        chosen = {"ccr": ccr, "calibration": calibration, "trust_anchor_types": trust_anchor_types}
+        options = {**PRESETS[preset], **{name: value for name, value in chosen.items() if value is not None}}
+        ccr, calibration = options["ccr"], options["calibration"]
+        trust_anchor_types = bool(options["trust_anchor_types"])
         check_mode("calibration", calibration, CALIBRATION_MODES)
+        self.preset = preset
         self.use_anchor = use_anchor
         self.use_explorer = use_explorer
         self.calibration = calibration
+        self.trust_anchor_types = trust_anchor_types
         self.anchor = SpanExtractor("anchor", IEPileAdapter(), max_types_per_request)
         self.explorer = SpanExtractor("explorer", max_types_per_request=max_types_per_request)
         self.consensus = ConsensusRefiner(ccr, noise_rule)
         self.archetype = ArchetypeClassifier()
-        self.calibrator = TypeCalibrator("sentence" if calibration == "off" else calibration, allow_no_label)
+        self.calibrator = TypeCalibrator("entity" if calibration == "entity" else "sentence", allow_no_label)
         self.direct = DirectTyper(allow_no_label)
+
+    @classmethod
+    def for_small_models(cls, config: ConfigLike = None, **options: Any) -> SAMNER:
+        """The ``small`` preset: CCR's verification, one calibration request per entity, and the anchor's
+        unambiguous types trusted. On the embedded 0.5B model it beats direct prompting, which the paper's
+        configuration does not (README, "Evaluation on CrossNER")."""
+        return cls(config, preset="small", **options)
+
+    def _on_embedded(self, stage: str) -> bool:
+        return stage not in self.lms and self.config.endpoint(stage).is_embedded
 
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
         jobs = {}
@@ -107,11 +157,18 @@ class SAMNER(ConfiguredProgram):
         anchor = jobs["anchor"]()
         return {"anchor": anchor, "explorer": side.result()}
 
-    def discover(
-        self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace
-    ) -> tuple[list[tuple[Span, Candidate]], dict[str, float]]:
-        """Discovery, consensus and grounding, traced: the located mentions and each mention's evidence (by
-        :func:`~samner_dspy.grounding.mention_key`). Typing reads nothing else, so a subclass that overrides
+    @staticmethod
+    def _anchor_labels(located: list[tuple[Span, Candidate]], keys: list[str], discovery: Discovery) -> dict[str, str]:
+        """The label of every mention the anchor filed under exactly one label."""
+        labels = {}
+        for (_, candidate), key in zip(located, keys, strict=True):
+            types = discovery.anchor_types.get(mention_key(candidate.surface), ())
+            if len(types) == 1:
+                labels[key] = types[0]
+        return labels
+
+    def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
+        """Discovery, consensus and grounding, traced. Typing reads nothing else, so a subclass that overrides
         this (an evaluation replaying recorded spans, say) changes what is typed and nothing more."""
         found = self._discover(text, schema, backends)
         for name in ("anchor", "explorer"):
@@ -127,37 +184,60 @@ class SAMNER(ConfiguredProgram):
         trace.add(consensus.record)
         located, grounding = ground_candidates(text, consensus.candidates)
         trace.add(grounding)
-        return located, consensus.evidence
+        anchored = found["anchor"].candidates if "anchor" in found else []
+        return Discovery(located, consensus.evidence, {mention_key(c.surface): c.types for c in anchored})
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)
         schema = Schema.coerce(schema)
         backends = self.backends()
         trace = Trace()
-        located, evidence = self.discover(text, schema, backends, trace)
+        discovery = self.discover(text, schema, backends, trace)
+        located = discovery.located
         spans = [span for span, _ in located]
         keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
+        from_anchor = self._anchor_labels(located, keys, discovery) if self.trust_anchor_types else {}
+        open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
 
         archetypes: dict[str, str] = {}
         probabilities: list[dict[str, float]] = []
-        if not spans:
-            labels: dict[str, str] = {}
-        elif self.calibration == "off":
-            typed = self.direct(text=text, schema=schema, entities=keys, backend=backends["calibrator"], spans=spans)
-            trace.add(typed.record)
-            labels = typed.label_of
-            probabilities = [typed.probabilities]
-        else:
+        labels: dict[str, str] = {}
+        typed = None
+        if self.calibration == "off":
+            if open_spans:
+                typed = self.direct(
+                    text=text,
+                    schema=schema,
+                    entities=[key for _, key in open_spans],
+                    backend=backends["calibrator"],
+                    spans=[span for span, _ in open_spans],
+                )
+        elif spans:
             mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
             trace.add(mediated.record)
             archetypes = mediated.archetypes
-            calibrated = self.calibrator(
-                text=text, schema=schema, archetypes=archetypes, backend=backends["calibrator"], spans=spans
-            )
-            trace.add(calibrated.record)
-            labels = calibrated.label_of
-            probabilities = [mediated.probabilities, calibrated.probabilities]
-
+            probabilities.append(mediated.probabilities)
+            if open_spans:
+                typed = self.calibrator(
+                    text=text,
+                    schema=schema,
+                    archetypes={key: archetypes[key] for _, key in open_spans},
+                    backend=backends["calibrator"],
+                    spans=[span for span, _ in open_spans],
+                )
+        record = typed.record if typed is not None else None
+        if typed is not None:
+            labels = typed.label_of
+            probabilities.append(typed.probabilities)
+        if from_anchor and record is None:  # the anchor typed every mention: no typing request
+            stage = "direct_typing" if self.calibration == "off" else "calibrator"
+            record = StageRecord(stage, inputs={"entities": []}, outputs={"labels": {}})
+        if self.trust_anchor_types and record is not None:
+            record.inputs["from_anchor"] = from_anchor
+            labels = {**labels, **from_anchor}
+        if record is not None:
+            trace.add(record)
+        evidence = discovery.evidence
         entities = [
             Entity(
                 span.text,

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
-from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES
+from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES, PRESET_NAMES
 from samner_dspy.records import RecordWriter, done_keys, read_records, result_record
 from samner_dspy.schema import Schema
 from samner_dspy.training.commands import add_adapter_arguments
@@ -75,6 +75,7 @@ def _show(console: Console, result: Any, trace: str | None) -> None:
 def _program_options(args: argparse.Namespace) -> dict[str, Any]:
     """SAMNER's options from ``samner annotate``'s flags, for every engine."""
     options = {
+        "preset": args.preset,
         "ccr": args.ccr,
         "calibration": args.calibration,
         "use_anchor": not args.no_anchor,
@@ -286,6 +287,8 @@ def embedded(args: argparse.Namespace) -> int:
     if args.action == "path":
         print(model_path(args.model))
         return 0
+    if args.action == "check":
+        return _check_embedded(args.model)
     if args.action == "export-hf":
         from samner_dspy.hf_export import describe, export_hf
 
@@ -305,6 +308,30 @@ def embedded(args: argparse.Namespace) -> int:
             server.wait()
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+CHECK_TEXT = "Marie Curie worked at the University of Paris in France."
+CHECK_SCHEMA = {
+    "person": "a named person",
+    "organisation": "a named organisation, company or institution",
+    "location": "a named place",
+}
+
+
+def _check_embedded(model: str | None) -> int:
+    """One sentence end to end on the embedded model: set-up's proof that every stage answers. It also leaves the
+    stages' fixed instructions in the prefix store, so the first annotation after set-up does not evaluate them."""
+    from samner_dspy.config import SamnerConfig
+    from samner_dspy.programs import SAMNER
+
+    started = time.perf_counter()
+    result = SAMNER(SamnerConfig.embedded(model))(CHECK_TEXT, CHECK_SCHEMA)
+    errors = result.trace.errors
+    found = ", ".join(f"{e.text} ({e.label})" for e in result.entities) or "no entities"
+    print(f"embedded model check: {found}; {result.trace.requests} requests, {time.perf_counter() - started:.1f} s")
+    if errors:
+        raise SamnerError(f"the embedded model check failed: {'; '.join(errors)}")
     return 0
 
 
@@ -334,8 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
     run.add_argument("-o", "--output", help="append JSON Lines here; a rerun skips inputs already written")
-    run.add_argument("--ccr", choices=CONSENSUS_MODES, default="rule")
-    run.add_argument("--calibration", choices=CALIBRATION_MODES, default="sentence")
+    run.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="paper (the default on vLLM and other servers) or small (the default on the embedded model): "
+        "the defaults of --ccr and --calibration, and whether the anchor's one-label types are trusted",
+    )
+    run.add_argument("--ccr", choices=CONSENSUS_MODES, help="consensus: rule (paper), verify (small) or off")
+    run.add_argument("--calibration", choices=CALIBRATION_MODES, help="sentence (paper), entity (small) or off")
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
     run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")
@@ -439,9 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument(
         "action",
-        choices=("serve", "path", "export-hf"),
-        help="serve: llama.cpp's server; path: the GGUF file; export-hf: a Hugging Face folder (for vLLM and "
-        "samner train), reused when it already matches",
+        choices=("serve", "path", "check", "export-hf"),
+        help="serve: llama.cpp's server; path: the GGUF file; check: annotate one sentence with every stage (set-up "
+        "runs it); export-hf: a Hugging Face folder (for vLLM and samner train), reused when it already matches",
     )
     local.add_argument("folder", nargs="?", help="export-hf: where (default ~/.cache/samner-dspy/hf/<model>)")
     local.add_argument("--model", help="qwen2.5-coder-0.5b (default) or qwen2.5-coder-1.5b")

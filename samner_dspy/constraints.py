@@ -27,11 +27,6 @@ def subset_of(values: list[str]) -> JsonSchema:
     return {"type": "array", "items": {"type": "string", "enum": list(values)}}
 
 
-def subsets_per_key(keys: list[str], values: list[str]) -> JsonSchema:
-    """``{key: [one of values, ...]}`` for every key: entities filed under labels."""
-    return closed_object({key: subset_of(values) for key in keys})
-
-
 def choice_per_key(keys: list[str], choices: list[str]) -> JsonSchema:
     """``{key: one of choices}`` for every key: an archetype or label per entity."""
     return closed_object({key: {"type": "string", "enum": list(choices)} for key in keys})

@@ -37,6 +37,8 @@ if [ "$serve" = serve-cpu ]; then
 fi
 # Fail here, not in a test, if that clash is back.
 .venv/bin/python -c "from transformers import AutoModelForCausalLM; import vllm"
-# Join and hash-check the embedded model now, not inside the first annotation.
+# Join and hash-check the embedded model now, not inside the first annotation; then annotate one sentence with
+# every stage, which proves the model answers and leaves the stages' fixed instructions evaluated on disk.
 .venv/bin/samner embedded path >/dev/null
+.venv/bin/samner embedded check
 echo "$wanted" > "$stamp"

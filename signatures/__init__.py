@@ -1,13 +1,12 @@
 """The typed stage signatures of SAM-NER: data that says what each stage reads and writes."""
 
 from samner_dspy.signatures.archetype import ClassifyArchetype
-from samner_dspy.signatures.calibrate import CalibrateByLabel, CalibrateEntity, CalibrateType, TypeEntities
+from samner_dspy.signatures.calibrate import CalibrateEntity, CalibrateType, TypeEntities
 from samner_dspy.signatures.direct import ExtractTypedEntities
 from samner_dspy.signatures.extract import ExtractSpans
 from samner_dspy.signatures.verify import VerifySpan
 
 __all__ = [
-    "CalibrateByLabel",
     "CalibrateEntity",
     "CalibrateType",
     "ClassifyArchetype",

@@ -29,19 +29,6 @@ class CalibrateEntity(dspy.Signature):
     label: str = dspy.OutputField(desc="one target label")
 
 
-class CalibrateByLabel(dspy.Signature):
-    """File every entity under the one target label that fits it, using the label definitions. Each entity
-    comes with its archetype and the archetype's definition: choose a label compatible with that archetype
-    and the context. Prefer the most specific label that fits (for example researcher over person, country
-    over location). Give an empty list for a label no entity fits."""
-
-    label_definitions: dict[str, str] = dspy.InputField(desc="the target labels with their definitions")
-    archetype_definitions: dict[str, str] = dspy.InputField(desc="the definitions of the entities' archetypes")
-    text: str = dspy.InputField(desc="the text the entities come from")
-    entities: dict[str, str] = dspy.InputField(desc="every entity with its archetype")
-    entities_by_label: dict[str, list[str]] = dspy.OutputField(desc="for every label, the entities filed under it")
-
-
 class TypeEntities(dspy.Signature):
     """Assign every entity one label from the target labels, using the label definitions and the context.
     Prefer the most specific label that fits (for example researcher over person, country over location).

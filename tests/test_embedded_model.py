@@ -112,9 +112,14 @@ def test_default_program_runs_on_the_embedded_model_with_non_ascii_and_repeats(m
     monkeypatch.delenv("SAMNER_CONFIG", raising=False)
     text = "Zoë Müller visited München. Later Zoë Müller returned to München with José."
     schema = Schema.coerce({"person": "a named person", "city": "a named city"})
-    result = SAMNER(use_explorer=False)(text, schema)
+    program = SAMNER(use_explorer=False)
+    assert program.preset == "small", "on the embedded model the default is the small-model preset"
+    result = program(text, schema)
     assert_grounded(text, schema, result)
     assert result.trace["anchor"].model == "openai/embedded"
+    from_anchor = result.trace["calibrator"].inputs["from_anchor"]
+    one_label = {m: t[0] for m, t in result.trace["anchor"].outputs["mentions"].items() if len(t) == 1}
+    assert all(one_label.get(key.split(" (")[0]) == label for key, label in from_anchor.items()), from_anchor
     returned = {(e.start, e.end) for e in result.entities}
     for entity in result.entities:
         index = text.find(entity.text)
@@ -215,7 +220,7 @@ def test_each_stage_keeps_its_prompt_prefix_evaluated_from_one_sentence_to_the_n
     are evaluated once and the next sentence's request evaluates little more than the sentence."""
     from samner_dspy.embedded import shared_servers
 
-    program = SAMNER()
+    program = SAMNER(preset="paper")  # the paper's modes: one request per stage, one server each
     roles = ["anchor", "explorer", "archetype", "calibrator"]
     backends = program.backends()
     servers = shared_servers(roles)
@@ -304,3 +309,13 @@ def test_a_new_server_starts_from_the_prompts_an_earlier_one_evaluated(embedded_
     with EmbeddedServer(prefix_store=False, log_path=tmp_path / "cold.log") as cold:
         assert ask(cold, "Joni Mitchell recorded Blue.")[0] == answer
         assert cold.evaluated_prompt_tokens() >= sent - 1
+
+
+def test_the_set_up_check_annotates_a_sentence_with_every_stage(embedded_server):
+    completed = subprocess.run(
+        [sys.executable, "-m", "samner_dspy.cli", "embedded", "check"], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    line = completed.stdout.strip().splitlines()[-1]
+    assert line.startswith("embedded model check: ") and " requests, " in line, line
+    assert "(person)" in line or "(organisation)" in line or "(location)" in line, line

@@ -257,3 +257,54 @@ def test_the_plain_call_windows_a_long_text_or_refuses_it_before_any_request():
     with pytest.raises(InputTextError, match="max_chars=2000"):
         SAMNER(lms=stage_lms(), window=False)(text, ["person"])
     assert len(refusing.lms["calibrator"].history) == 0, "refused before the first request"
+
+
+def test_trusted_anchor_types_keep_the_anchors_one_label_and_only_the_rest_is_calibrated():
+    text = "Ada met Bob in Paris and Rome."
+    lms = stage_lms(
+        # Ada: one label (kept); Paris: two labels (calibrated); Rome: the explorer's only (calibrated).
+        anchor=[{"entities": {"person": ["Ada"], "city": ["Paris"], "organisation": ["Paris"]}}],
+        explorer=[{"entities": {"city": ["Rome", "Ada"]}}],
+        archetype=[{"archetypes": {"Ada": "Person", "Paris": "Location", "Rome": "Location"}}],
+        calibrator=[{"label": "city"}, {"label": "city"}],
+    )
+    result = run(text, lms=lms, ccr="off", calibration="entity", trust_anchor_types=True)
+    assert [(e.text, e.label, e.archetype) for e in result.entities] == [
+        ("Ada", "person", "Person"),
+        ("Paris", "city", "Location"),
+        ("Rome", "city", "Location"),
+    ]
+    calibrator = result.trace["calibrator"]
+    assert calibrator.requests == 2, "Ada was not sent to the calibrator"
+    assert calibrator.inputs["from_anchor"] == {"Ada": "person"}
+    assert calibrator.inputs["archetypes"] == {"Paris": "Location", "Rome": "Location"}
+
+
+def test_when_the_anchor_typed_every_mention_no_typing_request_is_sent():
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"]}}],
+        explorer=[{"entities": {}}],
+        archetype=[{"archetypes": {"Ada": "Person"}}],
+    )
+    result = run("Ada sang.", lms=lms, trust_anchor_types=True)
+    assert [(e.text, e.label) for e in result.entities] == [("Ada", "person")]
+    assert result.trace["calibrator"].requests == 0
+    assert result.trace["calibrator"].inputs["from_anchor"] == {"Ada": "person"}
+    assert lms["calibrator"].history == []
+
+
+def test_the_preset_follows_the_models_and_explicit_options_win():
+    from samner_dspy.config import SamnerConfig
+
+    embedded = SAMNER()  # every stage on the embedded model (no server starts until the first call)
+    assert (embedded.preset, embedded.consensus.mode, embedded.calibration) == ("small", "verify", "entity")
+    assert embedded.trust_anchor_types is True
+    served = SAMNER(SamnerConfig.vllm())
+    assert (served.preset, served.consensus.mode, served.calibration) == ("paper", "rule", "sentence")
+    assert served.trust_anchor_types is False
+    scripted = SAMNER(lms=stage_lms())  # stages on other LMs than the embedded model: the paper's configuration
+    assert scripted.preset == "paper"
+    mixed = SAMNER.for_small_models(SamnerConfig.vllm(), ccr="off")
+    assert (mixed.preset, mixed.consensus.mode, mixed.calibration) == ("small", "off", "entity")
+    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
+        SAMNER(preset="tiny")

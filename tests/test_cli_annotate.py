@@ -100,3 +100,18 @@ def test_threshold_drops_low_scores_and_output_carries_scores(config, tmp_path):
     assert [e["text"] for e in record["entities"]] == ["Ada"]
     refused = annotate("Ada.", "--schema", "person", "--config", config, "--threshold", "2", check=False)
     assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
+
+
+def test_preset_flag_picks_the_modes_and_explicit_flags_win(config, tmp_path):
+    def stages(*flags):
+        done = annotate("Zoë met Ada in Paris.", "--schema", "person,city", "--config", config, "--json", *flags)
+        (record,) = [json.loads(line) for line in done.stdout.splitlines()]
+        return {stage["stage"]: stage for stage in record["trace"]["stages"]}
+
+    paper = stages()  # a server other than the embedded model: the paper's modes
+    assert paper["calibrator"]["inputs"]["mode"] == "sentence" and "from_anchor" not in paper["calibrator"]["inputs"]
+    small = stages("--preset", "small")
+    assert small["calibrator"]["inputs"]["mode"] == "entity" and "from_anchor" in small["calibrator"]["inputs"]
+    assert small["consensus"]["inputs"]["mode"] == "verify"
+    mixed = stages("--preset", "small", "--calibration", "sentence")
+    assert mixed["calibrator"]["inputs"]["mode"] == "sentence" and "from_anchor" in mixed["calibrator"]["inputs"]

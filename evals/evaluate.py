@@ -56,6 +56,9 @@ class Data:
     """A file of label definitions for the CrossNER domains (:func:`samner_dspy.evals.definitions.eval_schemas`)."""
     label_names: str = "readable"
     """``readable`` (this project's label names) or ``raw`` (CrossNER's tags, as the authors' prompts use)."""
+    start: int = 0
+    """Sentences of each domain to pass over first: ``start=20, limit=10`` is a held-out slice after the first 20
+    (records keep each sentence's index, so the slice's records can join a run of the first ones)."""
 
     def load(self) -> tuple[list[str], dict[str, Schema], dict[str, list[Item]]]:
         if self.data_file:
@@ -63,7 +66,11 @@ class Data:
         domains = [d.strip() for d in self.domains.split(",") if d.strip()]
         schemas = eval_schemas(domains, self.definitions, self.label_names)
         items = {
-            domain: [Item(domain, i, s) for i, s in enumerate(self.sentences(domain, self.split)[: self.limit])]
+            domain: [
+                Item(domain, i, s)
+                for i, s in enumerate(self.sentences(domain, self.split)[: self.start + self.limit])
+                if i >= self.start
+            ]
             for domain in domains
         }
         return domains, schemas, items
@@ -85,12 +92,14 @@ class Data:
         except (OSError, ValueError) as exc:
             raise SamnerError(str(exc)) from exc
         name = Path(self.data_file).stem
-        return [name], {name: schema}, {name: [Item(name, i, s) for i, s in enumerate(sentences[: self.limit])]}
+        chosen = [Item(name, i, s) for i, s in enumerate(sentences[: self.start + self.limit]) if i >= self.start]
+        return [name], {name: schema}, {name: chosen}
 
     def heading(self, shots: str) -> str:
+        which = f"first {self.limit}" if not self.start else f"{self.limit} after the first {self.start}"
         if self.data_file:
-            return f"{self.data_file}, first {self.limit} sentences, {shots}"
-        return f"CrossNER {self.split}, first {self.limit} sentences per domain, {shots}"
+            return f"{self.data_file}, {which} sentences, {shots}"
+        return f"CrossNER {self.split}, {which} sentences per domain, {shots}"
 
 
 def evaluate(

@@ -213,6 +213,7 @@ def evaluate(args: argparse.Namespace) -> int:
         args.schema,
         args.definitions,
         args.label_names,
+        args.start,
     )
     evaluate(
         configuration_names(args.configs, args.ablations, args.direct),
@@ -432,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--limit", type=int, default=50, help="first N sentences of each domain")
+    ev.add_argument(
+        "--start", type=int, default=0, help="pass over the first N sentences of each domain (a held-out slice)"
+    )
     ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
     ev.add_argument("--configs", default="samner", help="comma-separated: samner, no-anchor, no-explorer, ...")
     ev.add_argument("--ablations", action="store_true", help="also run the four ablations")

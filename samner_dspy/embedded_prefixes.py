@@ -8,8 +8,12 @@ The embedded server's process (:mod:`samner_dspy.embedded_child`) installs this:
 long stretch of its prompt, llama.cpp's state (the KV cache of exactly the prompt's tokens) is written to the
 store, with the tokens; a later request whose prompt shares a longer prefix with a stored prompt than with the
 server's live state loads it first, and llama-cpp-python's own prefix matching then evaluates only the rest.
-Loading a state gives the same cache the tokens would have produced, so answers do not change (a model test
-compares them). The store is keyed by the model file and the context settings, and keeps the newest entries.
+A loaded state is bit for bit what the server would hold had it evaluated that prompt itself, so a request
+answers as it would after that prompt within one process (a model test compares them). As with llama.cpp's own
+prefix reuse, evaluating the rest of a prompt in a batch of its own can move the logits in their last bits
+against evaluating the whole prompt at once, so a greedy answer can occasionally differ from a cold server's
+(8 of 100 CrossNER sentences' discovery, between two evaluation runs). The store is keyed by the model file and
+the context settings, and keeps the newest entries.
 """
 
 from __future__ import annotations

@@ -82,3 +82,13 @@ def test_a_sentence_whose_request_fails_is_left_for_the_rerun_and_the_others_go_
     healthy = DirectNER(lms=stage_lms(calibrator=[oracle_reply(sentences[1])]))
     assert run(healthy, items, schemas, output, threads=1) == 1
     assert done_keys(output) == {"music:0", "music:1", "music:2"}
+
+
+def test_a_held_out_slice_keeps_each_sentences_index(crossner_dir):
+    from samner_dspy.evals.evaluate import Data
+
+    _, _, first = Data("music", limit=3, crossner_dir=str(crossner_dir)).load()
+    _, _, later = Data("music", limit=2, crossner_dir=str(crossner_dir), start=1).load()
+    assert [item.key for item in later["music"]] == ["music:1", "music:2"]
+    assert [item.sentence for item in later["music"]] == [item.sentence for item in first["music"][1:]]
+    assert Data("music", limit=2, start=1).heading("zero-shot").startswith("CrossNER test, 2 after the first 1")

@@ -1,5 +1,5 @@
 """Typing an earlier run's discovered spans again: a change to mediation or calibration measured on exactly the
-mentions the earlier run typed, without paying for discovery (about two thirds of a sentence's requests)."""
+mentions the earlier run typed, without paying for discovery (about half of a sentence's requests)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from samner_dspy.backends import StageBackend
 from samner_dspy.errors import SamnerError
 from samner_dspy.evals.runner import read_results
 from samner_dspy.grounding import mention_key
@@ -54,7 +55,7 @@ class RecordedDiscovery(SAMNER):
         self.recorded = spans
         self.source = source
 
-    def discover(self, text: str, schema: Schema, backends: dict, trace: Trace) -> Discovery:
+    def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
         if text not in self.recorded:
             raise SamnerError(f"{self.source} holds no record of this text: {text[:60]!r}")
         recorded = self.recorded[text]

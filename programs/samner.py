@@ -13,7 +13,7 @@ import dspy
 from samner_dspy.adapters import IEPileAdapter
 from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import combine
-from samner_dspy.config import STAGES
+from samner_dspy.config import STAGES, SamnerConfig
 from samner_dspy.grounding import mention_key
 from samner_dspy.modes import (
     CALIBRATION_MODES,
@@ -56,6 +56,13 @@ class Discovery:
     """Each mention's discovery evidence (:mod:`samner_dspy.confidence`), by its mention key."""
     anchor_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """The labels the anchor filed each mention under, by mention key (for ``trust_anchor_types``)."""
+
+
+def preset_for(config: SamnerConfig, lms: Mapping[str, dspy.BaseLM] | None = None) -> Preset:
+    """The preset a program without one runs: ``small`` when every stage is on an embedded model (and not
+    overridden by ``lms``), else ``paper``. Engines that re-point the stages (Ray) decide it first, from this."""
+    on_embedded = all(stage not in (lms or {}) and config.endpoint(stage).is_embedded for stage in STAGES)
+    return "small" if on_embedded else "paper"
 
 
 class SAMNER(ConfiguredProgram):
@@ -114,7 +121,7 @@ class SAMNER(ConfiguredProgram):
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
         if preset is None:
-            preset = "small" if all(self._on_embedded(stage) for stage in STAGES) else "paper"
+            preset = preset_for(self.config, self.lms)
         check_mode("preset", preset, PRESET_NAMES)
         chosen = {"ccr": ccr, "calibration": calibration, "trust_anchor_types": trust_anchor_types}
         options = {**PRESETS[preset], **{name: value for name, value in chosen.items() if value is not None}}
@@ -139,9 +146,6 @@ class SAMNER(ConfiguredProgram):
         unambiguous types trusted. On the embedded 0.5B model it beats direct prompting, which the paper's
         configuration does not (README, "Evaluation on CrossNER")."""
         return cls(config, preset="small", **options)
-
-    def _on_embedded(self, stage: str) -> bool:
-        return stage not in self.lms and self.config.endpoint(stage).is_embedded
 
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
         jobs = {}

@@ -308,3 +308,14 @@ def test_the_preset_follows_the_models_and_explicit_options_win():
     assert (mixed.preset, mixed.consensus.mode, mixed.calibration) == ("small", "off", "entity")
     with pytest.raises(ValueError, match="unknown preset 'tiny'"):
         SAMNER(preset="tiny")
+
+
+def test_the_preset_is_decided_by_the_stages_as_configured():
+    from samner_dspy.config import SamnerConfig
+    from samner_dspy.programs.samner import preset_for
+
+    embedded = SamnerConfig.embedded()
+    assert preset_for(embedded) == "small"
+    assert preset_for(embedded.with_stage("calibrator", "embedded:qwen2.5-coder-1.5b")) == "small"
+    assert preset_for(embedded.with_stage("calibrator", "openai/gpt-4o-mini")) == "paper"
+    assert preset_for(embedded, {"calibrator": ScriptedLM([])}) == "paper"

@@ -46,7 +46,7 @@ from ray.data.block import BlockAccessor
 from samner_dspy.backends import _embedded_endpoint
 from samner_dspy.config import STAGES, SamnerConfig, resolve_config
 from samner_dspy.programs.program import ConfigLike, SchemaLike
-from samner_dspy.programs.samner import SAMNER
+from samner_dspy.programs.samner import SAMNER, preset_for
 from samner_dspy.scale.processors import LLMProcessor
 from samner_dspy.scale.replay import Rotation, Row, Spec, advance, finished, to_rows
 from samner_dspy.scale.rounds import request_rounds
@@ -309,6 +309,8 @@ def annotate_corpus(
         raise ValueError("api_bases round-robins HTTP endpoints; with llm= the processor answers every request")
     RecordSink(output, filesystem, output_format)  # an unknown format fails before anything runs
     resolved = resolve_config(config)
+    if options.get("preset") is None:  # from the stages as configured, before they are pointed at servers
+        options = {**options, "preset": preset_for(resolved)}
     served = resolved if llm is not None else _served(resolved, api_bases[0] if api_bases else None)
     if max_chars:
         options = {**options, "max_chars": max_chars, "overlap": overlap}

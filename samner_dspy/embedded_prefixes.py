@@ -131,6 +131,8 @@ def _state_bytes(llama: Any) -> bytes:
 def _load(llama: Any, tokens: np.ndarray, data: bytes) -> bool:
     import llama_cpp
 
+    if not data:  # a file cut short: nothing to load
+        return False
     buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
     if llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(data)) != len(data):
         llama.reset()

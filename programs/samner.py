@@ -162,10 +162,10 @@ class SAMNER(ConfiguredProgram):
         return {"anchor": anchor, "explorer": side.result()}
 
     @staticmethod
-    def _anchor_labels(located: list[tuple[Span, Candidate]], keys: list[str], discovery: Discovery) -> dict[str, str]:
+    def _anchor_labels(discovery: Discovery, keys: list[str]) -> dict[str, str]:
         """The label of every mention the anchor filed under exactly one label."""
         labels = {}
-        for (_, candidate), key in zip(located, keys, strict=True):
+        for (_, candidate), key in zip(discovery.located, keys, strict=True):
             types = discovery.anchor_types.get(mention_key(candidate.surface), ())
             if len(types) == 1:
                 labels[key] = types[0]
@@ -200,7 +200,7 @@ class SAMNER(ConfiguredProgram):
         located = discovery.located
         spans = [span for span, _ in located]
         keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
-        from_anchor = self._anchor_labels(located, keys, discovery) if self.trust_anchor_types else {}
+        from_anchor = self._anchor_labels(discovery, keys) if self.trust_anchor_types else {}
         open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
 
         archetypes: dict[str, str] = {}
@@ -229,19 +229,19 @@ class SAMNER(ConfiguredProgram):
                     backend=backends["calibrator"],
                     spans=[span for span, _ in open_spans],
                 )
-        record = typed.record if typed is not None else None
+        record = None
         if typed is not None:
             labels = typed.label_of
             probabilities.append(typed.probabilities)
-        if from_anchor and record is None:  # the anchor typed every mention: no typing request
+            record = typed.record
+        elif from_anchor:  # the anchor typed every mention: no typing request
             stage = "direct_typing" if self.calibration == "off" else "calibrator"
             record = StageRecord(stage, inputs={"entities": []}, outputs={"labels": {}})
-        if self.trust_anchor_types and record is not None:
-            record.inputs["from_anchor"] = from_anchor
-            labels = {**labels, **from_anchor}
         if record is not None:
+            if self.trust_anchor_types:
+                record.inputs["from_anchor"] = from_anchor
             trace.add(record)
-        evidence = discovery.evidence
+        labels = {**labels, **from_anchor}
         entities = [
             Entity(
                 span.text,
@@ -250,7 +250,7 @@ class SAMNER(ConfiguredProgram):
                 span.end,
                 archetypes.get(key),
                 candidate.sources,
-                combine(evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
+                combine(discovery.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
                 candidate.alignment_status,
             )
             for (span, candidate), key in zip(located, keys, strict=True)

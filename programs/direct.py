@@ -64,6 +64,9 @@ class DirectNER(ConfiguredProgram):
         super().__init__(config, lms)
         self.extract = TypedExtractor()
 
+    def first_signatures(self) -> dict[str, str]:
+        return {"calibrator": "ExtractTypedEntities"}
+
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)
         schema = Schema.coerce(schema)

@@ -113,8 +113,13 @@ class ConfiguredProgram(dspy.Module):
         """Built on first use, so constructing a program never starts a server or opens a connection."""
         with _BACKENDS_LOCK:
             if self._backends is None:
-                self._backends = build_backends(self.config, self.lms)
+                self._backends = build_backends(self.config, self.lms, self.first_signatures())
             return self._backends
+
+    def first_signatures(self) -> dict[str, str]:
+        """The signature each stage sends first where it is not the paper's modes' (``MAIN_SIGNATURES``): the
+        embedded servers of those prompt families are started together, before the first request."""
+        return {}
 
     def use_backends(self, backends: dict[str, StageBackend]) -> Self:
         """Run on these backends instead of the configured ones (the Ray request rounds record requests)."""

@@ -147,6 +147,11 @@ class SAMNER(ConfiguredProgram):
         configuration does not (README, "Evaluation on CrossNER")."""
         return cls(config, preset="small", **options)
 
+    def first_signatures(self) -> dict[str, str]:
+        if self.calibration == "entity":
+            return {"calibrator": "CalibrateEntity"}
+        return {"calibrator": "TypeEntities"} if self.calibration == "off" else {}
+
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
         jobs = {}
         if self.use_anchor:

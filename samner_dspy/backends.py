@@ -13,7 +13,7 @@ from typing import Any
 import dspy
 import httpx
 
-from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig
+from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig, StructuredOutput
 from samner_dspy.errors import EndpointRequestError, EndpointUnreachableError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -71,16 +71,18 @@ def revision_key(revision: str) -> int:
 
 
 SELF_HOSTED_PREFIX = "hosted_vllm/"
-SELF_HOSTED_PROVIDER = "samner-vllm"
+SELF_HOSTED_PROVIDER = "samner-hosted"
 _registration_lock = threading.Lock()
 
 
 def _declare_self_hosted_provider() -> None:
-    """Declare self-hosted vLLM endpoints to dspy as a provider with no price list.
+    """Declare self-hosted OpenAI-compatible servers (vLLM, the embedded model's) to dspy as a provider with no
+    price list.
 
     dspy prices every reply from a model metadata table; a LoRA name is in no table, so each request
     scanned all of it (about 8 ms of CPU, a third of the program's own cost per sentence). A declared
-    provider with no metadata namespace is not priced at all, which is the truth for a server you host.
+    provider with no metadata namespace is not priced at all, which is the truth for a server you host. Its
+    requests go through dspy's own client, which does not import LiteLLM (4 s on 2 cores).
     """
     from dspy.lm15 import AccessPolicy, ModelSupport, ProviderDefinition, register_provider, registered_providers
 
@@ -88,29 +90,30 @@ def _declare_self_hosted_provider() -> None:
         AccessPolicy(provider=SELF_HOSTED_PROVIDER, base_url="http://localhost:8000/v1"),
         compat="vllm",
         placeholder_key="EMPTY",
-        note="a self-hosted vLLM server (samner-dspy)",
+        note="a self-hosted OpenAI-compatible server (samner-dspy)",
     )
     with _registration_lock:
         if not any(p.id == SELF_HOSTED_PROVIDER for p in registered_providers()):
             register_provider(definition, metadata_namespaces=(), supports=ModelSupport(response_schema=True))
 
 
-def wire_model(endpoint: Endpoint) -> str:
-    """The model string dspy is given: ``hosted_vllm/<name>`` with an ``api_base`` goes by the unpriced route.
+def wire_model(endpoint: Endpoint, self_hosted: bool = False) -> str:
+    """The model string dspy is given: ``hosted_vllm/<name>`` with an ``api_base``, or a ``self_hosted`` endpoint
+    (the embedded model's server), goes by the unpriced route.
 
     The request is the same either way (``"model": "<name>"`` to ``<api_base>/chat/completions``). The route
-    carries vLLM's ``json_schema`` response format only; llama.cpp's (a ``schema`` key) keeps dspy's route."""
+    carries OpenAI's ``json_schema`` response format only; llama.cpp's (a ``schema`` key) keeps dspy's route."""
     if (
         endpoint.api_base
-        and endpoint.model.startswith(SELF_HOSTED_PREFIX)
+        and (self_hosted or endpoint.model.startswith(SELF_HOSTED_PREFIX))
         and endpoint.structured_output != "llama_cpp"
     ):
         _declare_self_hosted_provider()
-        return f"{SELF_HOSTED_PROVIDER}/{endpoint.model.removeprefix(SELF_HOSTED_PREFIX)}"
+        return f"{SELF_HOSTED_PROVIDER}/{endpoint.model.split('/', 1)[-1]}"
     return endpoint.model
 
 
-def build_lm(endpoint: Endpoint, cache: CachePolicy) -> dspy.LM:
+def build_lm(endpoint: Endpoint, cache: CachePolicy, self_hosted: bool = False) -> dspy.LM:
     kwargs: dict[str, Any] = {}
     if cache.enabled and cache.revision:
         # rollout_id is part of dspy's cache key and stripped before the request is sent, so entries of
@@ -120,7 +123,7 @@ def build_lm(endpoint: Endpoint, cache: CachePolicy) -> dspy.LM:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="rollout_id has no effect")
         return dspy.LM(
-            wire_model(endpoint),
+            wire_model(endpoint, self_hosted),
             api_base=endpoint.api_base,
             api_key=endpoint.api_key() or ("EMPTY" if endpoint.api_base else None),
             temperature=endpoint.temperature,
@@ -154,7 +157,8 @@ MAIN_SIGNATURES: dict[str, str] = {
     "archetype": "ClassifyArchetype",
     "calibrator": "CalibrateType",
 }
-"""The signature each stage sends in the default modes; its embedded server is started with the program's."""
+"""The signature each stage sends first in the paper's modes; a program in other modes names its own
+(:meth:`~samner_dspy.programs.program.ConfiguredProgram.first_signatures`)."""
 
 
 def embedded_role(stage: str, signature: str) -> str:
@@ -166,10 +170,10 @@ def embedded_role(stage: str, signature: str) -> str:
 class _EmbeddedLMs:
     """A stage's LMs on the embedded model, one per signature, each on its own server (started on first use)."""
 
-    def __init__(self, stage: str, make: Callable[[str], dspy.BaseLM], main: dspy.BaseLM) -> None:
+    def __init__(self, stage: str, make: Callable[[str], dspy.BaseLM], role: str, lm: dspy.BaseLM) -> None:
         self.stage = stage
         self._make = make
-        self._lms: dict[str, dspy.BaseLM] = {stage: main}
+        self._lms: dict[str, dspy.BaseLM] = {role: lm}
         self._lock = threading.Lock()
 
     def __call__(self, signature: str) -> dspy.BaseLM:
@@ -180,10 +184,12 @@ class _EmbeddedLMs:
             return self._lms[role]
 
 
-def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
-    """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL, in
-    llama.cpp's structured-output dialect (unless the stage turned structured output off). The Ray driver
-    points workers at its one server with it too (:mod:`samner_dspy.scale.ray_data`)."""
+def _embedded_endpoint(endpoint: Endpoint, api_base: str, dialect: StructuredOutput = "json_schema") -> Endpoint:
+    """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL, with
+    OpenAI's ``json_schema`` response format, which the embedded server takes besides llama.cpp's own
+    (:mod:`samner_dspy.embedded_child`), unless the stage turned structured output off. The Ray driver points
+    its workers at its one server with ``dialect="llama_cpp"`` (:mod:`samner_dspy.scale.ray_data`): their
+    endpoints are plain OpenAI-compatible ones, and that dialect tells them the server gives no logprobs."""
     from samner_dspy.embedded import SERVED_NAME
 
     return Endpoint(
@@ -193,14 +199,20 @@ def _embedded_endpoint(endpoint: Endpoint, api_base: str) -> Endpoint:
         max_tokens=endpoint.max_tokens,
         timeout_s=endpoint.timeout_s,
         num_retries=endpoint.num_retries,
-        structured_output="none" if endpoint.structured_output == "none" else "llama_cpp",
+        structured_output="none" if endpoint.structured_output == "none" else dialect,
     )
 
 
-def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | None = None) -> dict[str, StageBackend]:
-    """One backend per stage. Embedded stages get a local server per prompt family: the default modes' four are
-    started here together, any other (verification, per-entity calibration, direct prompting) on first use."""
+def build_backends(
+    config: SamnerConfig,
+    overrides: dict[str, dspy.BaseLM] | None = None,
+    signatures: dict[str, str] | None = None,
+) -> dict[str, StageBackend]:
+    """One backend per stage. Embedded stages get a local server per prompt family: the family each stage sends
+    first (``signatures``, by stage; default :data:`MAIN_SIGNATURES`) is started here, all together, any other
+    (verification, direct prompting) on first use."""
     overrides = overrides or {}
+    first = {**MAIN_SIGNATURES, **(signatures or {})}
     if config.cache.enabled and config.cache.directory:
         dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=config.cache.directory)
     embedded = [s for s in STAGES if s not in overrides and config.endpoint(s).is_embedded]
@@ -211,7 +223,11 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
         for stage in embedded:
             by_model.setdefault(config.endpoint(stage).embedded_model(config.embedded_model), []).append(stage)
         for model, stages in by_model.items():
-            shared_servers(stages, model)
+            # The anchor and the explorer send their requests at the same time (SAMNER._discover).
+            discovery = [s for s in ("anchor", "explorer") if s in stages]
+            shared_servers(
+                [embedded_role(s, first[s]) for s in stages], model, discovery if len(discovery) == 2 else ()
+            )
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
     for stage in STAGES:
@@ -221,22 +237,23 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             continue
         configured = endpoint = config.endpoint(stage)
         model = configured.embedded_model(config.embedded_model)
+        role = embedded_role(stage, first[stage])
         if configured.is_embedded:
             from samner_dspy.embedded import shared_server
 
-            endpoint = _embedded_endpoint(configured, shared_server(model, stage).api_base)
+            endpoint = _embedded_endpoint(configured, shared_server(model, role).api_base)
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
-        lm = build_lm(endpoint, config.cache)
+        lm = build_lm(endpoint, config.cache, self_hosted=configured.is_embedded)
         per_signature = None
         if configured.is_embedded:
 
             def embedded_lm(role: str, configured: Endpoint = configured, model: str | None = model) -> dspy.BaseLM:
                 server = shared_server(model, role)
-                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache)
+                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache, self_hosted=True)
 
-            per_signature = _EmbeddedLMs(stage, embedded_lm, lm)
+            per_signature = _EmbeddedLMs(stage, embedded_lm, role, lm)
         dialect = endpoint.structured_output
         backends[stage] = StageBackend(
             stage,
@@ -244,8 +261,9 @@ def build_backends(config: SamnerConfig, overrides: dict[str, dspy.BaseLM] | Non
             configured.model if configured.embedded_model() else endpoint.model,  # the trace names a chosen model
             endpoint.api_base,
             dialect,
-            # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked.
-            logprobs=dialect == "json_schema",
+            # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked; the
+            # embedded server runs without llama.cpp's logits_all and cannot.
+            logprobs=dialect == "json_schema" and not configured.is_embedded,
             lm_of_signature=per_signature,
         )
     return backends

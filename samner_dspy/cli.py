@@ -322,12 +322,15 @@ CHECK_SCHEMA = {
 
 def _check_embedded(model: str | None) -> int:
     """One sentence end to end on the embedded model: set-up's proof that every stage answers. It also leaves the
-    stages' fixed instructions in the prefix store, so the first annotation after set-up does not evaluate them."""
+    stages' fixed instructions in the prefix store, so the first annotation after set-up does not evaluate them.
+
+    The anchor's one-label types are not trusted here, so the calibrator answers (and its instructions are
+    stored) even when the anchor types every mention of the sentence, as it does for this one."""
     from samner_dspy.config import SamnerConfig
     from samner_dspy.programs import SAMNER
 
     started = time.perf_counter()
-    result = SAMNER(SamnerConfig.embedded(model))(CHECK_TEXT, CHECK_SCHEMA)
+    result = SAMNER(SamnerConfig.embedded(model), trust_anchor_types=False)(CHECK_TEXT, CHECK_SCHEMA)
     errors = result.trace.errors
     found = ", ".join(f"{e.text} ({e.label})" for e in result.entities) or "no entities"
     print(f"embedded model check: {found}; {result.trace.requests} requests, {time.perf_counter() - started:.1f} s")

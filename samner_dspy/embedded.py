@@ -138,8 +138,10 @@ class EmbeddedServer:
         log_path: str | os.PathLike[str] | None = None,
         n_threads: int | None = None,
         prefix_store: bool | str | os.PathLike[str] | None = None,
+        n_threads_batch: int | None = None,
     ) -> None:
-        """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on every core.
+        """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on
+        ``n_threads_batch`` (default every core).
 
         ``prefix_store``: evaluated prompts are kept on disk, under :meth:`prefix_dir` (default, unless
         ``SAMNER_PREFIX_STORE=0``) or in the folder given, so a new process does not evaluate every stage's
@@ -153,7 +155,7 @@ class EmbeddedServer:
         self.port = port or free_port(host)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get("SAMNER_EMBEDDED_THREADS") or 0) or 1
-        self.n_threads_batch = os.cpu_count() or 2
+        self.n_threads_batch = n_threads_batch or os.cpu_count() or 2
         self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
         if prefix_store is None:
             prefix_store = os.environ.get("SAMNER_PREFIX_STORE", "1") != "0"
@@ -233,19 +235,12 @@ class EmbeddedServer:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.05)  # a server answers about 3 s after its start: poll finely, it is on the critical path
         self.stop()
         raise EmbeddedModelError(f"the embedded server did not answer at {self.api_base} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all([self])
 
     def evaluated_prompt_tokens(self) -> int:
         """Prompt tokens this server has evaluated since it started, from llama.cpp's "prompt eval" line per
@@ -267,11 +262,35 @@ class EmbeddedServer:
         self.stop()
 
 
+def stop_all(servers: Iterable[EmbeddedServer]) -> None:
+    """Stop servers together: each is asked to end before any is waited for (a server takes about 0.2 s)."""
+    stopping = []
+    for server in servers:
+        process, server._process = server._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            stopping.append(process)
+    for process in stopping:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 _shared: dict[tuple[str, str], EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_servers(roles: Iterable[str], model: str | None = None) -> dict[str, EmbeddedServer]:
+@atexit.register
+def _stop_shared() -> None:
+    with _shared_lock:
+        stop_all(_shared.values())
+
+
+def shared_servers(
+    roles: Iterable[str], model: str | None = None, side_by_side: Iterable[str] = ()
+) -> dict[str, EmbeddedServer]:
     """One embedded server per role for the whole process, started together and stopped at exit.
 
     A role is a prompt family (a stage, or a request kind of its own such as CCR's verification). llama.cpp's
@@ -279,18 +298,25 @@ def shared_servers(roles: Iterable[str], model: str | None = None) -> dict[str, 
     other's instructions and definitions and pay their whole prompt on every request; one server each keeps
     every family's fixed prefix evaluated, and lets the anchor and the explorer decode at the same time.
     The weights are memory-mapped, so the servers share one copy of them.
+
+    ``side_by_side`` roles send their requests at the same time (the anchor and the explorer): each evaluates
+    its prompt on one core, as it decodes, since llama.cpp's threads spin while they wait for each other and
+    two servers with a thread per core each take turns on the cores (2 s of a first annotation's prompts).
     """
     name = model_spec(model).name
     roles = list(dict.fromkeys(roles))
+    paired = set(side_by_side)
     with _shared_lock:
         missing = [role for role in roles if (name, role) not in _shared]
-        started = {role: EmbeddedServer(name, log_path=_role_log(role)) for role in missing}
+        started = {
+            role: EmbeddedServer(name, log_path=_role_log(role), n_threads_batch=1 if role in paired else None)
+            for role in missing
+        }
         with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
             failures = [f.exception() for f in [pool.submit(server.start) for server in started.values()]]
         for (role, server), failure in zip(started.items(), failures, strict=True):
             if failure is None:
                 _shared[(name, role)] = server
-                atexit.register(server.stop)
         if error := next((f for f in failures if f is not None), None):
             raise error
         return {role: _shared[(name, role)] for role in roles}

@@ -46,7 +46,7 @@ def test_self_hosted_endpoints_skip_pricing_but_keep_the_wire_and_the_api_key(st
 
     monkeypatch.setenv("WIRE_TEST_KEY", "sk-wire-test")
     endpoint = Endpoint("hosted_vllm/anchor", stand_in_vllm, api_key_env="WIRE_TEST_KEY")
-    assert wire_model(endpoint) == "samner-vllm/anchor"
+    assert wire_model(endpoint) == "samner-hosted/anchor"
     assert wire_model(Endpoint("openai/gpt-4o-mini")) == "openai/gpt-4o-mini"
     assert wire_model(Endpoint("hosted_vllm/anchor")) == "hosted_vllm/anchor"  # no api_base: dspy's own route
     # llama.cpp's response format (a "schema" key) has no slot on the unpriced route: dspy's own route carries it.

@@ -67,7 +67,8 @@ def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
         return api_base or shared_server(config.endpoint(stage).embedded_model(config.embedded_model)).api_base
 
     return replace(
-        config, **{stage: _embedded_endpoint(config.endpoint(stage), served_at(stage)) for stage in embedded}
+        config,
+        **{stage: _embedded_endpoint(config.endpoint(stage), served_at(stage), "llama_cpp") for stage in embedded},
     )
 
 

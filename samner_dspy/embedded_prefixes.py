@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"SAMNERKV1"
-MIN_EVALUATED = 256
-"""Prompt tokens a request must evaluate before its state is stored: below that, the prompt was mostly reused."""
+MIN_EVALUATED = 96
+"""Prompt tokens a request must evaluate before its state is stored: below that, the prompt was mostly reused.
+Low enough for the anchor's whole prompt (about 140 tokens, 70 of them IEPile's instruction, evaluated on one
+core beside the explorer)."""
 MIN_GAIN = 64
 """Tokens a stored prefix must save over the live state to be worth loading (a load costs a few milliseconds)."""
 

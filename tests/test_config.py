@@ -149,11 +149,24 @@ def test_embedded_stages_send_each_prompt_family_to_a_server_of_its_own(monkeypa
             started.append(role)
         return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index(role)}/v1")
 
-    monkeypatch.setattr(embedded, "shared_servers", lambda roles, model=None: {r: fake_server(model, r) for r in roles})
+    paired: list[list[str]] = []
+
+    def fake_servers(roles, model=None, side_by_side=()):
+        paired.append(list(side_by_side))
+        return {r: fake_server(model, r) for r in roles}
+
+    monkeypatch.setattr(embedded, "shared_servers", fake_servers)
     monkeypatch.setattr(embedded, "shared_server", fake_server)
     monkeypatch.setattr(backends_module, "check_reachable", lambda api_base, stage: None)
+    per_entity = backends_module.build_backends(SamnerConfig.embedded(), signatures={"calibrator": "CalibrateEntity"})
+    assert started == ["anchor", "explorer", "archetype", "calibrator-CalibrateEntity"], "a program's own families"
+    assert paired == [["anchor", "explorer"]], "the discovery pair decodes side by side"
+    assert per_entity["calibrator"].lm_for("CalibrateEntity") is per_entity["calibrator"].lm
+    assert per_entity["anchor"].lm.model == "samner-hosted/embedded", "dspy's own client, not LiteLLM"
+    assert per_entity["anchor"].structured_output == "json_schema" and not per_entity["anchor"].logprobs
+    started.clear()
     built = backends_module.build_backends(SamnerConfig.embedded())
-    assert started == ["anchor", "explorer", "archetype", "calibrator"]  # the default modes' four, at once
+    assert started == ["anchor", "explorer", "archetype", "calibrator"]  # the paper's modes' four, at once
 
     def url(stage: str, signature: str) -> str:
         return built[stage].lm_for(signature).kwargs["api_base"]
@@ -189,7 +202,9 @@ def test_a_stage_can_run_on_another_embedded_model(monkeypatch, tmp_path):
             started.append((model, role))
         return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index((model, role))}/v1")
 
-    monkeypatch.setattr(embedded, "shared_servers", lambda roles, model=None: {r: fake_server(model, r) for r in roles})
+    monkeypatch.setattr(
+        embedded, "shared_servers", lambda roles, model=None, side_by_side=(): {r: fake_server(model, r) for r in roles}
+    )
     monkeypatch.setattr(embedded, "shared_server", fake_server)
     monkeypatch.setattr(backends_module, "check_reachable", lambda api_base, stage: None)
     toml = tmp_path / "samner.toml"

@@ -313,10 +313,18 @@ def test_a_new_server_starts_from_the_prompts_an_earlier_one_evaluated(embedded_
 
 
 def test_the_set_up_check_annotates_a_sentence_with_every_stage(embedded_server):
-    completed = subprocess.run(
-        [sys.executable, "-m", "samner_dspy.cli", "embedded", "check"], capture_output=True, text=True, timeout=600
+    """The check runs every stage, the calibrator included, and its requests never import LiteLLM (4 s on 2 cores):
+    the embedded servers take OpenAI's json_schema format, which dspy's own client sends."""
+    starter = (
+        "import sys; from samner_dspy.cli import main; code = main(['embedded', 'check']); "
+        "print('litellm imported' if 'litellm' in sys.modules else 'no litellm'); sys.exit(code)"
     )
+    completed = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    line = completed.stdout.strip().splitlines()[-1]
+    *_, line, imported = completed.stdout.strip().splitlines()
+    assert imported == "no litellm"
     assert line.startswith("embedded model check: ") and " requests, " in line, line
+    entities = line.count(" (")
+    requests = int(line.rsplit("; ", 1)[1].split(" requests")[0])
+    assert entities >= 1 and requests >= 3 + entities, f"anchor, explorer, archetype, a calibration each: {line}"
     assert "(person)" in line or "(organisation)" in line or "(location)" in line, line

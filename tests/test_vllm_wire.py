@@ -52,6 +52,9 @@ def test_self_hosted_endpoints_skip_pricing_but_keep_the_wire_and_the_api_key(st
     # llama.cpp's response format (a "schema" key) has no slot on the unpriced route: dspy's own route carries it.
     llama = Endpoint("hosted_vllm/anchor", stand_in_vllm, structured_output="llama_cpp")
     assert wire_model(llama) == "hosted_vllm/anchor"
+    # The embedded model's servers are self-hosted too: "openai/embedded" goes by the same route when asked.
+    assert wire_model(Endpoint("openai/embedded", stand_in_vllm), self_hosted=True) == "samner-hosted/embedded"
+    assert wire_model(Endpoint("openai/embedded", stand_in_vllm)) == "openai/embedded"
 
     lm = build_lm(endpoint, CachePolicy(enabled=False))
     with dspy.context(disable_history=True):

@@ -10,12 +10,14 @@ Each round times the command in three states of the embedded servers' prefix sto
   schema: the stages' schema-independent instructions), which is where a new user stands;
 - ``second run``: the same command again, the store holding the first run's prompts.
 
-The command's own output is kept (``--output``) so the README can show what it really prints.
+The command's own output is kept (``--output``) so the README can show what it really prints; each line also
+says when and on which commit it was measured, since rows of several sessions share the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -43,6 +45,17 @@ def timed(home: Path, args: list[str], store: bool = True) -> tuple[float, str]:
     return time.perf_counter() - started, done.stdout
 
 
+def measured_on() -> dict[str, str | None]:
+    """The date and the repository's commit (``-dirty`` with uncommitted changes) of a measurement."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True)
+        revision = commit.stdout.strip() or None
+    except OSError:
+        revision = None
+    return {"date": datetime.date.today().isoformat(), "commit": revision}
+
+
 def fresh_home(root: Path, name: str) -> Path:
     home = root / name
     home.mkdir()
@@ -57,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     model_path()  # joined once, outside the timings
     rows = []
+    measured = measured_on()
     with tempfile.TemporaryDirectory(prefix="samner-first-") as folder:
         for round_ in range(args.rounds):
             root = Path(folder) / f"round{round_}"
@@ -70,7 +84,7 @@ def main() -> None:
             print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
             if args.output:
                 with args.output.open("a", encoding="utf-8") as out:
-                    out.write(json.dumps({**rows[-1], "printed": printed}) + "\n")
+                    out.write(json.dumps({**rows[-1], **measured, "printed": printed}) + "\n")
     print("\n| state | " + " | ".join(f"round {r['round'] + 1}" for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key, title in (("cold_s", "cold (store off)"), ("after_setup_s", "after set-up"), ("second_s", "second run")):

@@ -65,7 +65,7 @@ class DirectNER(ConfiguredProgram):
         self.extract = TypedExtractor()
 
     def first_signatures(self) -> dict[str, str]:
-        return {"calibrator": "ExtractTypedEntities"}
+        return {"calibrator": self.extract.predict.signature.__name__}
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)

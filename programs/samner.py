@@ -149,8 +149,8 @@ class SAMNER(ConfiguredProgram):
 
     def first_signatures(self) -> dict[str, str]:
         if self.calibration == "entity":
-            return {"calibrator": "CalibrateEntity"}
-        return {"calibrator": "TypeEntities"} if self.calibration == "off" else {}
+            return {"calibrator": self.calibrator.predict_entity.signature.__name__}
+        return {"calibrator": self.direct.predict.signature.__name__} if self.calibration == "off" else {}
 
     def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
         jobs = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from samner_dspy.evals.runner import (
 )
 from samner_dspy.programs.program import ConfigLike
 from samner_dspy.schema import Schema
+
+CHOSEN_ON_TEST = 30
+"""The first test sentences of each CrossNER domain that choices were made on (before choices moved to dev)."""
 
 
 def configuration_names(configs: str, ablations: bool = False, direct: bool = False) -> list[str]:
@@ -99,7 +103,22 @@ class Data:
         which = f"first {self.limit}" if not self.start else f"{self.limit} after the first {self.start}"
         if self.data_file:
             return f"{self.data_file}, {which} sentences, {shots}"
-        return f"CrossNER {self.split}, {which} sentences per domain, {shots}"
+        return f"CrossNER {self.split}, {which} sentences per domain, {shots}; {self.role()}"
+
+    def role(self) -> str:
+        """What the sample may be used for: choices on dev, reports on test sentences no choice has read."""
+        if self.data_file:
+            return "your labelled file"
+        if self.split == "dev":
+            return "decision sample: choices are made on it"
+        if self.split == "test" and self.start >= CHOSEN_ON_TEST:
+            return f"report sample: test sentences {self.start} onwards, which no choice has looked at"
+        if self.split == "test":
+            return (
+                f"in-sample: the first {CHOSEN_ON_TEST} test sentences of each domain were read for choices, so these "
+                "figures flatter whatever was chosen on them"
+            )
+        return f"{self.split} split"
 
 
 def evaluate(
@@ -117,13 +136,15 @@ def evaluate(
     command: str = "samner eval",
     console: Console | None = None,
     discovery_from: Path | None = None,
+    against: Sequence[str] = ("direct", "anchor-only"),
 ) -> tuple[Path, Path]:
     """Run every configuration on every domain (resuming what ``output`` holds), then score the sentences every
     configuration finished; returns the paths of ``report.md`` and ``report.json``.
 
     ``discovery_from`` (an earlier evaluation's ``<configuration>.jsonl``): every SAM-NER configuration types the
     spans that run found instead of discovering its own (:mod:`samner_dspy.evals.retype`), so a change to
-    mediation or calibration is measured on the same mentions; direct prompting runs as always."""
+    mediation or calibration is measured on the same mentions; the direct baselines run as always. Every row is
+    paired against each configuration of ``against`` that ran (the strongest baseline on dev, and the anchor)."""
     if fewshot and data.data_file:
         raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
     resolved = resolve_config(config)
@@ -138,8 +159,9 @@ def evaluate(
 
         spans = recorded_spans(discovery_from)
         for name, domain in programs:
-            if name != "direct":
-                programs[name, domain] = RecordedDiscovery(spans, str(discovery_from), resolved, **CONFIGURATIONS[name])
+            if not CONFIGURATIONS[name].direct:
+                options = CONFIGURATIONS[name].options
+                programs[name, domain] = RecordedDiscovery(spans, str(discovery_from), resolved, **options)
     if fewshot:
         from samner_dspy.evals.fewshot import bootstrap
 
@@ -170,7 +192,7 @@ def evaluate(
     results = {
         name: [r for key, r in done.items() if key in common] for name, done in zip(names, finished, strict=True)
     }
-    summary = report.summarize(results, bootstrap or Bootstrap())
+    summary = report.summarize(results, bootstrap or Bootstrap(), against)
     shots = f"{fewshot}-shot (BootstrapFewShot demos from train)" if fewshot else "zero-shot"
     if discovery_from is not None:
         shots += f", SAM-NER typing the spans recorded in {discovery_from}"

@@ -133,3 +133,19 @@ def verdict(low: float, high: float) -> str:
     if high < 0:
         return "worse"
     return "no difference"
+
+
+def rerun_agreement(
+    first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]], bootstrap: Bootstrap | None = None
+) -> dict[str, Any]:
+    """How far two runs of one configuration on the same sentences differ: the noise a later change must beat.
+
+    Counts the shared sentences whose predicted ``(start, end, label)`` sets differ, and pairs the two runs' macro
+    strict F1 like two configurations (``difference`` is the second run's minus the first's)."""
+    a, b = _by_key(first), _by_key(second)
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise ValueError("the two runs share no sentence")
+    differing = [key for key in shared if sorted(_mentions(a[key])[1]) != sorted(_mentions(b[key])[1])]
+    paired = _paired([b[key] for key in shared], [a[key] for key in shared], "first run", bootstrap or Bootstrap())
+    return {**paired, "differing": differing}

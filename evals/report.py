@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from samner_dspy.evals.metric import (
     span_score,
 )
 from samner_dspy.evals.paired import BASELINE, Bootstrap, compare
-from samner_dspy.evals.runner import TITLES
+from samner_dspy.evals.runner import BASELINES, TITLES
 
 DOMAIN_TITLES = {"ai": "AI", "literature": "Literature", "music": "Music", "politics": "Politics", "science": "Science"}
 
@@ -31,11 +32,16 @@ def _mentions(records: list[dict[str, Any]]) -> tuple[list[list[tuple]], list[li
     return gold, predicted, with_archetypes
 
 
-def summarize(results: dict[str, list[dict[str, Any]]], bootstrap: Bootstrap | None = None) -> dict[str, Any]:
+def summarize(
+    results: dict[str, list[dict[str, Any]]],
+    bootstrap: Bootstrap | None = None,
+    against: Sequence[str] = (BASELINE,),
+) -> dict[str, Any]:
     """Scores of every configuration: strict and span-only, label accuracy on found spans, per domain, per label,
-    archetype purity, and (when direct prompting ran too) the paired difference to it with its interval."""
+    archetype purity, and its paired difference to each configuration of ``against`` that ran, with its interval
+    (under ``paired``, by baseline)."""
     summary: dict[str, Any] = {}
-    paired = compare(results, BASELINE, bootstrap or Bootstrap())
+    paired = {baseline: compare(results, baseline, bootstrap or Bootstrap()) for baseline in against}
     for name, records in results.items():
         domains = _ordered({r["domain"] for r in records})
         strict: dict[str, Scores] = {}
@@ -64,9 +70,16 @@ def summarize(results: dict[str, list[dict[str, Any]]], bootstrap: Bootstrap | N
             "archetype_consistency": purity,
             "requests_per_sentence": sum(requests) / max(len(requests), 1),
         }
-        if name in paired:
-            summary[name]["vs_direct"] = paired[name]
+        versus = {baseline: rows[name] for baseline, rows in paired.items() if name in rows}
+        if versus:
+            summary[name]["paired"] = versus
     return summary
+
+
+def strongest_baseline(summary: dict[str, Any]) -> str | None:
+    """The single-request baseline with the highest macro strict F1 among those scored, if any."""
+    scored = [name for name in BASELINES if name in summary]
+    return max(scored, key=lambda name: summary[name]["strict_avg_f1"]) if scored else None
 
 
 def _typing(strict: Scores, spans: Scores) -> dict[str, Any]:
@@ -99,24 +112,32 @@ def _accuracy_row(entry: dict[str, Any], domains: list[str]) -> list[str]:
 
 
 def _paired_section(summary: dict[str, Any]) -> list[str]:
-    """Each configuration against direct prompting on the same sentences: difference, interval, verdict."""
-    paired = [e for e in summary.values() if "vs_direct" in e]
-    if not paired:
-        return []
-    first = paired[0]["vs_direct"]
-    lines = ["", f"## Paired against {TITLES.get(first['baseline'], first['baseline'])} (macro strict F1)", ""]
-    lines.append(
-        f"Difference of macro strict F1 on the same sentences, with its {100 * first['confidence']:.0f}% bootstrap "
-        f"interval ({first['resamples']} resamples of the sentences within each domain, seed {first['seed']}). "
-        "An interval that contains 0 is no difference."
-    )
-    lines += ["", "| Method | Difference | Interval | Verdict | Sentences |", "|---|---|---|---|---|"]
-    for entry in paired:
-        p = entry["vs_direct"]
-        interval = f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
+    """Each configuration against each baseline on the same sentences: difference, interval, verdict."""
+    baselines = list(dict.fromkeys(b for e in summary.values() for b in e.get("paired", {})))
+    lines: list[str] = []
+    strongest = strongest_baseline(summary)
+    if strongest is not None:
+        lines += [
+            "",
+            f"Strongest single-request baseline on these sentences: **{summary[strongest]['title']}** "
+            f"({100 * summary[strongest]['strict_avg_f1']:.1f} macro strict F1).",
+        ]
+    for baseline in baselines:
+        rows = [e for e in summary.values() if baseline in e.get("paired", {})]
+        first = rows[0]["paired"][baseline]
+        lines += ["", f"## Paired against {TITLES.get(baseline, baseline)} (macro strict F1)", ""]
         lines.append(
-            f"| {entry['title']} | {100 * p['difference']:+.1f} | {interval} | {p['verdict']} | {p['sentences']} |"
+            f"Difference of macro strict F1 on the same sentences, with its {100 * first['confidence']:.0f}% "
+            f"bootstrap interval ({first['resamples']} resamples of the sentences within each domain, seed "
+            f"{first['seed']}). An interval that contains 0 is no difference."
         )
+        lines += ["", "| Method | Difference | Interval | Verdict | Sentences |", "|---|---|---|---|---|"]
+        for entry in rows:
+            p = entry["paired"][baseline]
+            interval = f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
+            lines.append(
+                f"| {entry['title']} | {100 * p['difference']:+.1f} | {interval} | {p['verdict']} | {p['sentences']} |"
+            )
     return lines
 
 
@@ -153,11 +174,13 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
 def rich_table(summary: dict[str, Any]) -> Table:
     domains = _domains(summary)
     table = Table(title="Strict micro-F1 (x100)")
-    columns = ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg.", "label acc.", "vs direct"]
+    baseline = next((b for e in summary.values() for b in e.get("paired", {})), None)
+    versus_title = f"vs {TITLES.get(baseline, baseline)}" if baseline else "vs baseline"
+    columns = ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg.", "label acc.", versus_title]
     for column in columns:
         table.add_column(column)
     for entry in summary.values():
-        paired = entry.get("vs_direct")
+        paired = entry.get("paired", {}).get(baseline) if baseline else None
         versus = "" if paired is None else f"{100 * paired['difference']:+.1f} ({paired['verdict']})"
         table.add_row(
             entry["title"],

@@ -9,7 +9,7 @@ from typing import Any
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.errors import SamnerError
-from samner_dspy.evals.runner import read_results
+from samner_dspy.evals.runner import CURRENT_KEY, read_results
 from samner_dspy.grounding import mention_key
 from samner_dspy.programs import SAMNER
 from samner_dspy.programs.program import ConfigLike
@@ -25,10 +25,13 @@ class RecordedSentence:
     """The spans the grounding stage kept: ``(start, end, text, alignment status)``."""
     anchor_types: dict[str, list[str]]
     """The anchor stage's mentions and the labels it filed each under (empty where the run had no anchor)."""
+    text: str
+    """The sentence the record annotated, checked against the one being typed."""
 
 
 def recorded_spans(path: Path) -> dict[str, RecordedSentence]:
-    """What discovery found in every sentence of an evaluation's ``<configuration>.jsonl``, by text."""
+    """What discovery found in every sentence of an evaluation's ``<configuration>.jsonl``, by its
+    ``domain:index`` key: never by text, since one sentence can occur in two domains (or twice in one)."""
     found: dict[str, RecordedSentence] = {}
     for record in read_results(path):
         stages = {stage.get("stage"): stage for stage in record["trace"]["stages"]}
@@ -36,7 +39,7 @@ def recorded_spans(path: Path) -> dict[str, RecordedSentence]:
             raise SamnerError(f"{path}: the record of {record['key']} has no grounding stage to take spans from")
         spans = [(int(s), int(e), str(t), status) for s, e, t, status in stages["grounding"]["outputs"]["spans"]]
         anchor = (stages.get("anchor") or {}).get("outputs", {}).get("mentions", {})
-        found[record["text"]] = RecordedSentence(spans, anchor)
+        found[record["key"]] = RecordedSentence(spans, anchor, record["text"])
     if not found:
         raise SamnerError(f"{path} holds no finished sentence to take spans from")
     return found
@@ -45,7 +48,9 @@ def recorded_spans(path: Path) -> dict[str, RecordedSentence]:
 class RecordedDiscovery(SAMNER):
     """SAM-NER whose discovery is read from an earlier run's records; mediation and calibration run as configured.
 
-    A text the records do not hold is refused: typing other spans would not be the comparison asked for.
+    The sentence is the one the evaluation runner is annotating (:data:`CURRENT_KEY`); a sentence the records do
+    not hold, or whose record is of another text, is refused: typing other spans would not be the comparison asked
+    for.
     """
 
     def __init__(
@@ -56,9 +61,14 @@ class RecordedDiscovery(SAMNER):
         self.source = source
 
     def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
-        if text not in self.recorded:
-            raise SamnerError(f"{self.source} holds no record of this text: {text[:60]!r}")
-        recorded = self.recorded[text]
+        key = CURRENT_KEY.get()
+        if key is None:
+            raise SamnerError("recorded discovery replays evaluation sentences: run it through samner eval")
+        recorded = self.recorded.get(key)
+        if recorded is None:
+            raise SamnerError(f"{self.source} holds no record of sentence {key}")
+        if recorded.text != text:
+            raise SamnerError(f"{self.source}'s record of {key} is of another text: {recorded.text[:60]!r}")
         record = trace.add(StageRecord("grounding", inputs={"recorded": self.source}))
         located = []
         for start, end, surface, status in recorded.spans:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +23,59 @@ from samner_dspy.schema import Schema
 
 logger = logging.getLogger(__name__)
 
-# The paper's rows: SAM-NER, its four ablations (tables 2 and 3), and plain prompting on the same model; then the
-# per-entity modes and the small-model preset (SAMNER.for_small_models), SAMNER()'s default on the embedded model.
-CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "samner": {"preset": "paper"},
-    "no-anchor": {"preset": "paper", "use_anchor": False},
-    "no-explorer": {"preset": "paper", "use_explorer": False},
-    "no-ccr": {"preset": "paper", "ccr": "off"},
-    "no-calibration": {"preset": "paper", "calibration": "off"},
-    "direct": {},
-    "per-entity": {"preset": "paper", "ccr": "verify", "calibration": "entity"},
-    "small": {"preset": "small"},
+
+@dataclass(frozen=True)
+class Configuration:
+    """One row of an evaluation: a title, and the program it runs with which options."""
+
+    title: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """:class:`SAMNER`'s options, or :class:`DirectNER`'s when ``direct``."""
+    direct: bool = False
+
+    def build(self, config: ConfigLike) -> ConfiguredProgram:
+        return DirectNER(config, **self.options) if self.direct else SAMNER(config, **self.options)
+
+
+_SMALL = {"preset": "small"}
+CONFIGURATIONS: dict[str, Configuration] = {
+    # The paper's rows: SAM-NER and its four ablations (tables 2 and 3).
+    "samner": Configuration("SAM-NER, paper's preset", {"preset": "paper"}),
+    "no-anchor": Configuration("w/o anchor", {"preset": "paper", "use_anchor": False}),
+    "no-explorer": Configuration("w/o explorer", {"preset": "paper", "use_explorer": False}),
+    "no-ccr": Configuration("w/o CCR", {"preset": "paper", "ccr": "off"}),
+    "no-calibration": Configuration("w/o calibration", {"preset": "paper", "calibration": "off"}),
+    # The single-request baselines on the same model (BASELINES).
+    "direct": Configuration("Direct prompting", direct=True),
+    "direct-short": Configuration("Direct, definitions without examples", {"prompt": "short"}, direct=True),
+    "plain": Configuration("Plain prompt (label names only)", {"prompt": "plain"}, direct=True),
+    "anchor-only": Configuration(
+        "Anchor alone (IEPile format)", {**_SMALL, "use_explorer": False, "calibration": "anchor"}
+    ),
+    # The per-entity modes, the small-model preset (SAMNER()'s default on the embedded model) and what each of
+    # its stages adds: without the explorer, without the archetype stage, with the anchor's types only.
+    "per-entity": Configuration(
+        "SAM-NER, per-entity modes", {"preset": "paper", "ccr": "verify", "calibration": "entity"}
+    ),
+    "small": Configuration("SAM-NER, small-model preset", _SMALL),
+    "small-no-explorer": Configuration("small, w/o explorer", {**_SMALL, "use_explorer": False}),
+    "small-no-archetype": Configuration("small, w/o archetype stage", {**_SMALL, "calibration": "off"}),
+    "small-anchor-types": Configuration("small, anchor's types only", {**_SMALL, "calibration": "anchor"}),
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""
-TITLES = {
-    "samner": "SAM-NER",
-    "no-anchor": "w/o anchor",
-    "no-explorer": "w/o explorer",
-    "no-ccr": "w/o CCR",
-    "no-calibration": "w/o calibration",
-    "direct": "Direct prompting",
-    "per-entity": "SAM-NER, per-entity modes",
-    "small": "SAM-NER, small-model preset",
-}
+BASELINES = ("direct", "direct-short", "plain", "anchor-only")
+"""The single-request baselines: the strongest of them on dev is the one every SAM-NER row is paired against."""
+TITLES = {name: row.title for name, row in CONFIGURATIONS.items()}
+
+CURRENT_KEY: ContextVar[str | None] = ContextVar("samner_eval_key", default=None)
+"""The ``domain:index`` key of the sentence being annotated, for programs that replay a record of it."""
 
 
 def build_program(name: str, config: ConfigLike) -> ConfiguredProgram:
     if name not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
-    if name == "direct":
-        return DirectNER(config)
-    return SAMNER(config, **CONFIGURATIONS[name])
+    return CONFIGURATIONS[name].build(config)
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ def run(
     with RecordWriter(output) as sink:
 
         def annotate(item: Item) -> None:
+            key = CURRENT_KEY.set(item.key)
             try:
                 with dspy.context(disable_history=True):
                     result = program(item.sentence.text, schemas[item.domain])
@@ -110,6 +133,8 @@ def run(
                 # is left for the rerun and the others go on. An unreachable endpoint still stops the run.
                 logger.warning("%s left for a rerun: %s", item.key, exc)
                 return
+            finally:
+                CURRENT_KEY.reset(key)
             record = _record(item, result)
             with lock:
                 if item.key in written:  # a straggler re-run finished twice

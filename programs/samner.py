@@ -167,13 +167,14 @@ class SAMNER(ConfiguredProgram):
         return {"anchor": anchor, "explorer": side.result()}
 
     @staticmethod
-    def _anchor_labels(discovery: Discovery, keys: list[str]) -> dict[str, str]:
-        """The label of every mention the anchor filed under exactly one label."""
+    def _anchor_labels(discovery: Discovery, keys: list[str], schema: Schema, only_one: bool = True) -> dict[str, str]:
+        """The label the anchor filed each mention under: with ``only_one``, only mentions filed under exactly
+        one label; else the first label of each. A label outside the schema is no label."""
         labels = {}
         for (_, candidate), key in zip(discovery.located, keys, strict=True):
             types = discovery.anchor_types.get(mention_key(candidate.surface), ())
-            if len(types) == 1:
-                labels[key] = types[0]
+            if types and (len(types) == 1 or not only_one) and (label := schema.match_label(types[0])):
+                labels[key] = label
         return labels
 
     def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
@@ -196,6 +197,31 @@ class SAMNER(ConfiguredProgram):
         anchored = found["anchor"].candidates if "anchor" in found else []
         return Discovery(located, consensus.evidence, {mention_key(c.surface): c.types for c in anchored})
 
+    def _typed_by_anchor(
+        self, text: str, schema: Schema, discovery: Discovery, keys: list[str], trace: Trace
+    ) -> SamnerPrediction:
+        """``calibration="anchor"``: no typing request; a mention the anchor gave no label is dropped, traced."""
+        labels = self._anchor_labels(discovery, keys, schema, only_one=False)
+        record = trace.add(StageRecord("anchor_typing", inputs={"entities": keys}, outputs={"labels": labels}))
+        for key in keys:
+            if key not in labels:
+                record.drop(key, "the anchor gave it no label of the schema (calibration='anchor')")
+        entities = [
+            Entity(
+                span.text,
+                labels[key],
+                span.start,
+                span.end,
+                None,
+                candidate.sources,
+                combine(discovery.evidence[mention_key(candidate.surface)], ()),
+                candidate.alignment_status,
+            )
+            for (span, candidate), key in zip(discovery.located, keys, strict=True)
+            if key in labels
+        ]
+        return SamnerPrediction(text=text, entities=entities, trace=trace)
+
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)
         schema = Schema.coerce(schema)
@@ -205,7 +231,9 @@ class SAMNER(ConfiguredProgram):
         located = discovery.located
         spans = [span for span, _ in located]
         keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
-        from_anchor = self._anchor_labels(discovery, keys) if self.trust_anchor_types else {}
+        if self.calibration == "anchor":
+            return self._typed_by_anchor(text, schema, discovery, keys, trace)
+        from_anchor = self._anchor_labels(discovery, keys, schema) if self.trust_anchor_types else {}
         open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
 
         archetypes: dict[str, str] = {}

@@ -161,3 +161,60 @@ class SamnerAdapter(dspy.JSONAdapter):
     def reply_schema(self, signature: type[dspy.Signature], field_schemas: dict[str, JsonSchema]) -> JsonSchema:
         """A JSON object with one property per output field, as this adapter asks the LM to write."""
         return closed_object({name: field_schemas[name] for name in signature.output_fields})
+
+
+class PlainAdapter(IEPileAdapter):
+    """The plainest prompt: one user turn, the signature's one-line instruction, the label names and the text.
+
+    For signatures with ``entity_types`` and ``text`` inputs and one list output of ``{"text", "type"}``
+    objects: no system message, no definitions, no field descriptions. It is the baseline a reviewer tries
+    first, so it is kept as bare as the sentence that describes it.
+    """
+
+    def format(
+        self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        instruction = " ".join(signature.instructions.split())
+
+        def turn(values: dict[str, Any]) -> str:
+            return (
+                f"{instruction} Entity types: {', '.join(values['entity_types'])}. "
+                'Answer in JSON: {"entities": [{"text": ..., "type": ...}]}.\n\n'
+                f"Text: {values['text']}"
+            )
+
+        messages: list[dict[str, Any]] = []
+        for demo in demos:
+            messages.append({"role": "user", "content": turn(demo)})
+            messages.append({"role": "assistant", "content": self.format_assistant_message_content(signature, demo)})
+        messages.append({"role": "user", "content": turn(inputs)})
+        return messages
+
+    def format_assistant_message_content(
+        self, signature: type[dspy.Signature], outputs: dict[str, Any], missing_field_message: str | None = None
+    ) -> str:
+        name = self._output_name(signature)
+        return json.dumps({name: outputs.get(name, [])}, ensure_ascii=False)
+
+    def format_field_with_value(self, fields_with_values: dict[FieldInfoWithName, Any], role: str = "user") -> str:
+        """Render a bare answer the way the model writes it (used by ``dspy.utils.DummyLM``)."""
+        ((field, value),) = fields_with_values.items()
+        return json.dumps({field.name: value}, ensure_ascii=False)
+
+    def reply_schema(self, signature: type[dspy.Signature], field_schemas: dict[str, JsonSchema]) -> JsonSchema:
+        return closed_object({name: field_schemas[name] for name in signature.output_fields})
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        name = self._output_name(signature)
+        value = json_repair.loads(completion) if completion.strip() else None
+        items = value.get(name) if isinstance(value, dict) else None
+        if not isinstance(items, list):
+            raise AdapterParseError(
+                adapter_name=type(self).__name__,
+                signature=signature,
+                lm_response=completion,
+                message=f'the reply is not a JSON object with an "{name}" list',
+            )
+        _note_if_lenient(completion)
+        pairs = [i for i in items if isinstance(i, dict) and isinstance(i.get("text"), str)]
+        return {name: [{"text": i["text"], "type": str(i.get("type", ""))} for i in pairs]}

@@ -228,7 +228,31 @@ def evaluate(args: argparse.Namespace) -> int:
         bootstrap=Bootstrap(args.bootstrap_resamples, args.bootstrap_seed),
         command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
         discovery_from=Path(args.discovery_from) if args.discovery_from else None,
+        against=[name.strip() for name in args.against.split(",") if name.strip()],
     )
+    return 0
+
+
+def noise(args: argparse.Namespace) -> int:
+    """Two runs of one configuration on the same sentences: how many sentences differ, and the F1 difference."""
+    from samner_dspy.evals.paired import Bootstrap, rerun_agreement
+    from samner_dspy.evals.runner import read_results
+
+    try:
+        found = rerun_agreement(read_results(Path(args.first)), read_results(Path(args.second)), Bootstrap())
+    except ValueError as exc:
+        raise SamnerError(f"{args.first} and {args.second}: {exc}") from exc
+    interval = f"[{100 * found['low']:+.1f}, {100 * found['high']:+.1f}]"
+    text = (
+        f"{args.second} against {args.first}: predictions differ on {len(found['differing'])} of "
+        f"{found['sentences']} sentences; macro strict F1 {100 * found['difference']:+.1f} {interval} "
+        f"({found['verdict']})\n"
+    )
+    if found["differing"]:
+        text += "differing: " + ", ".join(found["differing"]) + "\n"
+    print(text, end="")
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
     return 0
 
 
@@ -440,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=int, default=0, help="pass over the first N sentences of each domain (a held-out slice)"
     )
     ev.add_argument("-c", "--config", help="a TOML configuration (default: $SAMNER_CONFIG, else the embedded model)")
-    ev.add_argument("--configs", default="samner", help="comma-separated: samner, no-anchor, no-explorer, ...")
+    ev.add_argument(
+        "--configs",
+        default="samner",
+        help="comma-separated: samner, small, the baselines direct, direct-short, plain, anchor-only, the small "
+        "preset's ablations small-no-explorer, small-no-archetype, small-anchor-types, ...",
+    )
     ev.add_argument("--ablations", action="store_true", help="also run the four ablations")
     ev.add_argument("--direct", action="store_true", help="also run the direct prompting baseline")
     ev.add_argument("--output-dir", default="evals/results/latest")
@@ -458,7 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier eval's <configuration>.jsonl: SAM-NER types the spans it found instead of discovering, "
         "so a typing change is measured on the same mentions",
     )
+    ev.add_argument(
+        "--against",
+        default="direct,anchor-only",
+        help="comma-separated configurations every row is paired against, where they ran: the strongest "
+        "single-request baseline on dev first, then anchor-only",
+    )
     ev.set_defaults(handler=evaluate)
+
+    rerun = commands.add_parser(
+        "noise", help="two runs of one eval configuration: sentences whose predictions differ, F1 difference"
+    )
+    rerun.add_argument("first", help="an eval's <configuration>.jsonl")
+    rerun.add_argument("second", help="the same configuration rerun on the same sentences (another --output-dir)")
+    rerun.add_argument("-o", "--output", help="also write the figures to this file")
+    rerun.set_defaults(handler=noise)
 
     out = commands.add_parser("export", help="convert annotate output to GLiNER, CoNLL, Label Studio or spaCy")
     out.add_argument("results", help="JSON Lines written by samner annotate -o (or an eval's <configuration>.jsonl)")

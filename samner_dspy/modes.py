@@ -8,8 +8,10 @@ ConsensusMode = Literal["rule", "verify", "off"]
 """``rule``: the released consensus rule; ``verify``: the anchor checks doubtful candidates; ``off``: plain union."""
 CalibrationRequests = Literal["sentence", "entity"]
 """How the calibrator asks: ``sentence``, one typing request per text; ``entity``, one per entity."""
-CalibrationMode = Literal[CalibrationRequests, "off"]
-"""The program's calibration: the calibrator's two ways of asking, or ``off``: direct typing, no archetypes."""
+CalibrationMode = Literal[CalibrationRequests, "off", "anchor"]
+"""The program's calibration: the calibrator's two ways of asking; ``off``: direct typing, no archetypes;
+``anchor``: no typing stage, each mention keeps the first label the anchor filed it under (the "anchor's types
+only" ablation, and with ``use_explorer=False`` the anchor-only baseline: one request a sentence)."""
 CONSENSUS_MODES: tuple[str, ...] = get_args(ConsensusMode)
 CALIBRATION_MODES: tuple[str, ...] = get_args(CalibrationMode)
 CALIBRATION_REQUESTS: tuple[str, ...] = get_args(CalibrationRequests)

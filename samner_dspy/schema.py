@@ -141,6 +141,25 @@ class Schema(Mapping[str, str]):
     def to_dict(self) -> dict[str, str]:
         return dict(self._definitions)
 
+    def without_examples(self) -> Schema:
+        """Each definition cut to its first sentence, less any ``such as``/``for example``/``e.g.`` clause.
+
+        A small model copies the examples of a definition into its answer (``NeurIPS``, ``France``) whether or
+        not the text holds them; the baseline without them is the stronger one to measure against.
+        """
+        return Schema({label: _without_examples(text) for label, text in self._definitions.items()}, name=self.name)
+
+
+_EXAMPLE_CLAUSE = re.compile(r",?\s+(?:such as|for example|for instance|e\.g\.|like)\s.*$", re.IGNORECASE | re.DOTALL)
+_FIRST_SENTENCE = re.compile(r"^(.*?[.!?])(?:\s|$)", re.DOTALL)
+
+
+def _without_examples(definition: str) -> str:
+    first = _FIRST_SENTENCE.match(definition)
+    sentence = (first.group(1) if first else definition).strip()
+    cut = _EXAMPLE_CLAUSE.sub("", sentence.rstrip(".!?")).strip()
+    return f"{cut}." if cut and cut != sentence.rstrip(".!?") else sentence
+
 
 def crossner_label_name(raw_label: str) -> str:
     """The natural-language name of a CrossNER tag (``programlang`` -> ``programming language``)."""

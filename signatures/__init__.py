@@ -2,7 +2,7 @@
 
 from samner_dspy.signatures.archetype import ClassifyArchetype
 from samner_dspy.signatures.calibrate import CalibrateEntity, CalibrateType, TypeEntities
-from samner_dspy.signatures.direct import ExtractTypedEntities
+from samner_dspy.signatures.direct import ExtractEntities, ExtractTypedEntities
 from samner_dspy.signatures.extract import ExtractSpans
 from samner_dspy.signatures.verify import VerifySpan
 
@@ -10,6 +10,7 @@ __all__ = [
     "CalibrateEntity",
     "CalibrateType",
     "ClassifyArchetype",
+    "ExtractEntities",
     "ExtractSpans",
     "ExtractTypedEntities",
     "TypeEntities",

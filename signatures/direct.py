@@ -1,4 +1,4 @@
-"""Plain prompting, the baseline SAM-NER is measured against: one request extracts and types."""
+"""Single-request prompting, the baselines SAM-NER is measured against: one request extracts and types."""
 
 import dspy
 
@@ -11,3 +11,11 @@ class ExtractTypedEntities(dspy.Signature):
     label_definitions: dict[str, str] = dspy.InputField(desc="the target labels with their definitions")
     text: str = dspy.InputField(desc="the text to extract from")
     entities: dict[str, list[str]] = dspy.OutputField(desc="for every label, the mentions of that label")
+
+
+class ExtractEntities(dspy.Signature):
+    """Extract all named entities from the text."""
+
+    entity_types: list[str] = dspy.InputField(desc="the label names, and nothing else about them")
+    text: str = dspy.InputField(desc="the text to extract from")
+    entities: list[dict[str, str]] = dspy.OutputField(desc='each entity as {"text": mention, "type": label}')

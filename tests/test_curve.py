@@ -55,7 +55,7 @@ def test_report_writes_an_svg_that_parses_and_links_it(tmp_path):
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
     text = md_path.read_text(encoding="utf-8")
     assert "![precision-recall curve over the score threshold](pr_curve.svg)" in text
-    assert "| score ≥ | SAM-NER | Direct prompting |" in text
+    assert "| score ≥ | SAM-NER, paper's preset | Direct prompting |" in text
     assert "| 0.7 | 100.0 / 50.0 | 100.0 / 50.0 |" in text
 
 

@@ -133,7 +133,7 @@ def test_samner_eval_sends_the_files_definitions_and_reports_against_direct(tmp_
     assert FILE_DEFINITIONS["politics"]["politicalparty"] in sent and FILE_DEFINITIONS["music"]["band"] in sent
     assert crossner_schema("music")["band"] not in sent, "the built-in definitions are replaced"
     results = json.loads((out / "report.json").read_text(encoding="utf-8"))["results"]
-    assert results["samner"]["vs_direct"]["sentences"] == 3
+    assert results["samner"]["paired"]["direct"]["sentences"] == 3
     assert set(results["samner"]["label_accuracy"]) == {"politics", "music"}
     text = (out / "report.md").read_text(encoding="utf-8")
     assert "## Paired against Direct prompting (macro strict F1)" in text and "200 resamples" in text

@@ -328,3 +328,23 @@ def test_the_set_up_check_annotates_a_sentence_with_every_stage(embedded_server)
     requests = int(line.rsplit("; ", 1)[1].split(" requests")[0])
     assert entities >= 1 and requests >= 3 + entities, f"anchor, explorer, archetype, a calibration each: {line}"
     assert "(person)" in line or "(organisation)" in line or "(location)" in line, line
+
+
+def test_the_single_request_baselines_over_http(embedded_server, crossner_dir):
+    """The plain prompt, the definitions without examples and the anchor alone, each one request on the model."""
+    from samner_dspy.evals.runner import CONFIGURATIONS
+
+    config = server_config(embedded_server)
+    schema = Schema.from_name("crossner:music")
+    sentence = next(iter(read_bio(crossner_dir / "music" / "test.txt")))
+    gold = {(e.start, e.end) for e in sentence.entities}
+    for name in ("plain", "direct-short", "anchor-only"):
+        result = CONFIGURATIONS[name].build(config)(sentence.text, schema)
+        assert result.trace.requests == 1, name
+        record = result.trace.stages[0]
+        assert record.error is None and record.prompt_tokens > 0 and record.completion_tokens > 0, name
+        for entity in result.entities:
+            assert sentence.text[entity.start : entity.end] == entity.text and entity.label in schema.labels
+        assert gold & {(e.start, e.end) for e in result.entities}, f"{name} finds a gold span"
+    plain = CONFIGURATIONS["plain"].build(config)(sentence.text, schema).trace["direct"]
+    assert plain.inputs["prompt"] == "plain" and plain.prompt_tokens < 250, "the plain prompt is short"

@@ -92,3 +92,19 @@ def test_a_held_out_slice_keeps_each_sentences_index(crossner_dir):
     assert [item.key for item in later["music"]] == ["music:1", "music:2"]
     assert [item.sentence for item in later["music"]] == [item.sentence for item in first["music"][1:]]
     assert Data("music", limit=2, start=1).heading("zero-shot").startswith("CrossNER test, 2 after the first 1")
+
+
+def test_dev_is_read_for_decisions_and_the_heading_says_what_each_sample_is_for(crossner_dir):
+    from samner_dspy.evals.crossner import read_bio
+    from samner_dspy.evals.evaluate import Data
+
+    _, _, dev = Data("music", split="dev", limit=2, crossner_dir=str(crossner_dir)).load()
+    from_file = list(read_bio(crossner_dir / "music" / "dev.txt"))[:2]
+    assert [item.sentence.tokens for item in dev["music"]] == [s.tokens for s in from_file]
+    _, _, test = Data("music", split="test", limit=2, crossner_dir=str(crossner_dir)).load()
+    assert [i.sentence.tokens for i in test["music"]] != [i.sentence.tokens for i in dev["music"]]
+    assert Data("music", split="dev").heading("zero-shot").endswith("decision sample: choices are made on it")
+    report = Data("music", start=30, limit=60).heading("zero-shot")
+    assert "60 after the first 30" in report and "report sample: test sentences 30 onwards" in report
+    assert "in-sample: the first 30" in Data("music", start=20, limit=10).heading("zero-shot")
+    assert "in-sample" in Data("music").heading("zero-shot")

@@ -10,7 +10,7 @@ import pytest
 
 from samner_dspy.evals import report
 from samner_dspy.evals.metric import Scores, label_accuracy, macro_average, score, span_score
-from samner_dspy.evals.paired import Bootstrap, compare, sentence_counts, verdict
+from samner_dspy.evals.paired import Bootstrap, compare, rerun_agreement, sentence_counts, verdict
 
 GOLD = [[0, 3, "person"], [8, 13, "city"]]
 
@@ -162,18 +162,21 @@ def test_the_report_shows_label_accuracy_and_the_paired_comparison(tmp_path):
     assert samner["label_accuracy"]["music"] == {"matched": 6, "correct": 0, "accuracy": 0.0}
     assert samner["label_accuracy_avg"] == 0.5
     assert direct["label_accuracy"]["music"]["accuracy"] is None and direct["label_accuracy_avg"] == 1.0
-    assert "vs_direct" not in direct
-    assert samner["vs_direct"]["baseline"] == "direct" and samner["vs_direct"]["resamples"] == 300
+    assert "paired" not in direct
+    assert samner["paired"]["direct"]["baseline"] == "direct" and samner["paired"]["direct"]["resamples"] == 300
     text = report.markdown(summary, "test", "samner eval")
     assert "## Typing: label accuracy on found spans" in text
-    assert "| SAM-NER | 100.0 | 0.0 | 50.0 |" in text
+    assert "| SAM-NER, paper's preset | 100.0 | 0.0 | 50.0 |" in text
     assert "| Direct prompting | 100.0 | - | 100.0 |" in text
-    paired = samner["vs_direct"]
+    paired = samner["paired"]["direct"]
     interval = f"[{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}]"
-    assert f"| SAM-NER | {100 * paired['difference']:+.1f} | {interval} | {paired['verdict']} | 7 |" in text
+    assert (
+        f"| SAM-NER, paper's preset | {100 * paired['difference']:+.1f} | {interval} | {paired['verdict']} | 7 |"
+        in text
+    )
     report.write(summary, tmp_path, "test", "samner eval")
     written = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["results"]
-    assert written["samner"]["vs_direct"] == paired and written["samner"]["label_accuracy_avg"] == 0.5
+    assert written["samner"]["paired"]["direct"] == paired and written["samner"]["label_accuracy_avg"] == 0.5
 
 
 def test_a_difference_whose_interval_holds_zero_reads_no_difference_in_the_report():
@@ -182,5 +185,32 @@ def test_a_difference_whose_interval_holds_zero_reads_no_difference_in_the_repor
     answers = rng.choices(options, k=10)
     shuffled = rng.sample(answers, k=len(answers))
     summary = report.summarize({"direct": records("ai", answers), "samner": records("ai", shuffled)})
-    assert summary["samner"]["vs_direct"]["verdict"] == "no difference"
+    assert summary["samner"]["paired"]["direct"]["verdict"] == "no difference"
     assert "| no difference | 10 |" in report.markdown(summary, "test", "samner eval")
+
+
+def test_rows_are_paired_against_each_baseline_that_ran_and_the_strongest_is_named():
+    results = {
+        "direct": records("ai", [HALF] * 4),
+        "plain": records("ai", [RIGHT] * 3 + [HALF]),
+        "anchor-only": records("ai", [[]] * 4),
+        "small": records("ai", [RIGHT] * 4),
+    }
+    summary = report.summarize(results, Bootstrap(200, seed=0), against=("plain", "anchor-only", "direct-short"))
+    assert set(summary["small"]["paired"]) == {"plain", "anchor-only"}, "a baseline that did not run pairs nothing"
+    assert "plain" not in summary["plain"]["paired"] and "anchor-only" in summary["plain"]["paired"]
+    assert summary["small"]["paired"]["anchor-only"]["verdict"] == "better"
+    assert report.strongest_baseline(summary) == "plain"
+    text = report.markdown(summary, "test", "samner eval")
+    assert "Strongest single-request baseline on these sentences: **Plain prompt (label names only)**" in text
+    assert "## Paired against Plain prompt (label names only)" in text and "## Paired against Anchor alone" in text
+
+
+def test_a_rerun_reports_the_sentences_whose_predictions_differ():
+    first = records("ai", [RIGHT, HALF, [], RIGHT])
+    second = records("ai", [RIGHT, RIGHT, [], RIGHT])
+    found = rerun_agreement(first, second, Bootstrap(200))
+    assert found["differing"] == ["ai:1"] and found["sentences"] == 4 and found["difference"] > 0
+    assert rerun_agreement(first, first)["differing"] == [] and rerun_agreement(first, first)["difference"] == 0
+    with pytest.raises(ValueError, match="share no sentence"):
+        rerun_agreement(first, records("music", [RIGHT]))

@@ -7,7 +7,7 @@ import pytest
 from samner_dspy.errors import SamnerError
 from samner_dspy.evals.crossner import read_bio
 from samner_dspy.evals.retype import RecordedDiscovery, RecordedSentence, recorded_spans
-from samner_dspy.evals.runner import Item, read_results, run
+from samner_dspy.evals.runner import CURRENT_KEY, Item, read_results, run
 from samner_dspy.programs import SAMNER
 from samner_dspy.schema import Schema
 from tests.helpers import stage_lms
@@ -28,8 +28,8 @@ def test_typing_runs_on_the_recorded_spans_and_discovery_sends_nothing(crossner_
     recorded = tmp_path / "samner.jsonl"
     assert run(SAMNER(lms=lms), [Item("music", 0, sentence)], schemas, recorded, threads=1) == 1
     spans = recorded_spans(recorded)
-    assert [s[2] for s in spans[sentence.text].spans] == first_two
-    assert spans[sentence.text].anchor_types == {t: ["musical artist"] for t in first_two}
+    assert [s[2] for s in spans["music:0"].spans] == first_two
+    assert spans["music:0"].anchor_types == {t: ["musical artist"] for t in first_two}
 
     typing = stage_lms(
         archetype=[{"archetypes": {t: "Person" for t in first_two}}],
@@ -47,12 +47,49 @@ def test_typing_runs_on_the_recorded_spans_and_discovery_sends_nothing(crossner_
     assert record["trace"]["stages"][0]["inputs"] == {"recorded": str(recorded)}
 
 
-def test_a_text_the_records_do_not_hold_is_refused(tmp_path):
-    program = RecordedDiscovery(
-        {TEXT: RecordedSentence([(0, 9, "Bob Dylan", "exact")], {})}, "run.jsonl", lms=stage_lms()
-    )
-    with pytest.raises(SamnerError, match=r"run\.jsonl holds no record of this text"):
-        program("Another sentence .", "crossner:music")
+def test_a_sentence_the_records_do_not_hold_or_of_another_text_is_refused(crossner_dir, tmp_path):
+    sentence = next(iter(read_bio(crossner_dir / "music" / "test.txt")))
+    schemas = {"music": Schema.from_name("crossner:music")}
+    recorded = {"music:0": RecordedSentence([(0, 9, "Bob Dylan", "exact")], {}, TEXT)}
+    program = RecordedDiscovery(recorded, "run.jsonl", lms=stage_lms())
+    with pytest.raises(SamnerError, match="recorded discovery replays evaluation sentences"):
+        program(TEXT, "crossner:music")  # outside an evaluation, there is no sentence key to look up
+    for key, text, reason in (
+        ("music:1", TEXT, r"run\.jsonl holds no record of sentence music:1"),
+        ("music:0", sentence.text, r"run\.jsonl's record of music:0 is of another text"),
+    ):
+        token = CURRENT_KEY.set(key)
+        try:
+            with pytest.raises(SamnerError, match=reason):
+                program(text, schemas["music"])
+        finally:
+            CURRENT_KEY.reset(token)
+
+
+def test_one_sentence_in_two_domains_is_typed_with_each_domains_own_spans(crossner_dir, tmp_path):
+    """The same text recorded under two keys (CrossNER has sentences in both literature and politics): each
+    domain replays its own record, never the other's, whichever was written last."""
+    sentence = next(iter(read_bio(crossner_dir / "music" / "test.txt")))
+    text = sentence.text
+    first, second = (e.text for e in sentence.entities[:2])
+    where = {e.text: (e.start, e.end) for e in sentence.entities[:2]}
+    path = tmp_path / "small.jsonl"
+    lines = []
+    for domain, surface in (("literature", first), ("politics", second)):
+        start, end = where[surface]
+        stages = [{"stage": "grounding", "outputs": {"spans": [[start, end, surface, "exact"]]}}]
+        record = {"key": f"{domain}:0", "domain": domain, "index": 0, "text": text, "entities": []}
+        lines.append(json.dumps({**record, "trace": {"stages": stages}}))
+    path.write_text("\n".join(lines) + "\n")
+    spans = recorded_spans(path)
+    schemas = {d: Schema({"person": "a person"}) for d in ("literature", "politics")}
+    for domain, surface in (("literature", first), ("politics", second)):
+        typing = stage_lms(calibrator=[{"label": "person"}])
+        program = RecordedDiscovery(spans, str(path), lms=typing, calibration="entity", trust_anchor_types=False)
+        output = tmp_path / f"{domain}.jsonl"
+        run(program, [Item(domain, 0, sentence)], schemas, output, threads=1)
+        (record,) = read_results(output)
+        assert [e["text"] for e in record["entities"]] == [surface]
 
 
 def test_records_without_a_grounding_stage_are_refused(tmp_path):

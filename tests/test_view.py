@@ -173,7 +173,7 @@ def test_cli_view_of_an_eval_run_has_gold_filters_and_the_report(tmp_path, capsy
         "Strict micro-F1 (span and label must match)",
         "Discovery: span F1 ignoring labels",
     ]
-    assert data["tables"][0]["rows"] == [["SAM-NER", "0.0", "100.0", "50.0"]]
+    assert data["tables"][0]["rows"] == [["SAM-NER, paper's preset", "0.0", "100.0", "50.0"]]
     assert [[g["verdict"] for g in r["gold"]] for r in data["records"]] == [["fn"], ["ok"]]
     assert [e["verdict"] for r in data["records"] for e in r["entities"]] == ["fp", "ok"]
     assert report_tables(tmp_path / "report.json")[0]["header"] == ["Method", "AI", "Music", "Avg."]

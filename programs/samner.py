@@ -206,21 +206,31 @@ class SAMNER(ConfiguredProgram):
         for key in keys:
             if key not in labels:
                 record.drop(key, "the anchor gave it no label of the schema (calibration='anchor')")
-        entities = [
+        return SamnerPrediction(text=text, entities=self._entities(discovery, keys, labels), trace=trace)
+
+    @staticmethod
+    def _entities(
+        discovery: Discovery,
+        keys: list[str],
+        labels: dict[str, str],
+        archetypes: Mapping[str, str] | None = None,
+        probabilities: list[dict[str, float]] | None = None,
+    ) -> list[Entity]:
+        """The typed mentions as entities, in discovery's order; a mention without a label is left out."""
+        return [
             Entity(
                 span.text,
                 labels[key],
                 span.start,
                 span.end,
-                None,
+                (archetypes or {}).get(key),
                 candidate.sources,
-                combine(discovery.evidence[mention_key(candidate.surface)], ()),
+                combine(discovery.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities or [])),
                 candidate.alignment_status,
             )
             for (span, candidate), key in zip(discovery.located, keys, strict=True)
             if key in labels
         ]
-        return SamnerPrediction(text=text, entities=entities, trace=trace)
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         text = check_text(text)
@@ -275,18 +285,5 @@ class SAMNER(ConfiguredProgram):
                 record.inputs["from_anchor"] = from_anchor
             trace.add(record)
         labels = {**labels, **from_anchor}
-        entities = [
-            Entity(
-                span.text,
-                labels[key],
-                span.start,
-                span.end,
-                archetypes.get(key),
-                candidate.sources,
-                combine(discovery.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
-                candidate.alignment_status,
-            )
-            for (span, candidate), key in zip(located, keys, strict=True)
-            if key in labels
-        ]
+        entities = self._entities(discovery, keys, labels, archetypes, probabilities)
         return SamnerPrediction(text=text, entities=entities, trace=trace)

@@ -396,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the defaults of --ccr and --calibration, and whether the anchor's one-label types are trusted",
     )
     run.add_argument("--ccr", choices=CONSENSUS_MODES, help="consensus: rule (paper), verify (small) or off")
-    run.add_argument("--calibration", choices=CALIBRATION_MODES, help="sentence (paper), entity (small) or off")
+    run.add_argument(
+        "--calibration",
+        choices=CALIBRATION_MODES,
+        help="sentence (paper), entity (small), off, or anchor (the anchor's labels)",
+    )
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
     run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")

@@ -111,9 +111,15 @@ def _accuracy_row(entry: dict[str, Any], domains: list[str]) -> list[str]:
     return [*cells, _percent(entry["label_accuracy_avg"])]
 
 
+def _baselines(summary: dict[str, Any]) -> list[str]:
+    """The baselines rows were paired against, in the order asked for (a row paired against all holds it)."""
+    fullest = max((list(e.get("paired", {})) for e in summary.values()), key=len, default=[])
+    return list(dict.fromkeys([*fullest, *(b for e in summary.values() for b in e.get("paired", {}))]))
+
+
 def _paired_section(summary: dict[str, Any]) -> list[str]:
     """Each configuration against each baseline on the same sentences: difference, interval, verdict."""
-    baselines = list(dict.fromkeys(b for e in summary.values() for b in e.get("paired", {})))
+    baselines = _baselines(summary)
     lines: list[str] = []
     strongest = strongest_baseline(summary)
     if strongest is not None:
@@ -174,7 +180,7 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
 def rich_table(summary: dict[str, Any]) -> Table:
     domains = _domains(summary)
     table = Table(title="Strict micro-F1 (x100)")
-    baseline = next((b for e in summary.values() for b in e.get("paired", {})), None)
+    baseline = next(iter(_baselines(summary)), None)
     versus_title = f"vs {TITLES.get(baseline, baseline)}" if baseline else "vs baseline"
     columns = ["Method", *(DOMAIN_TITLES.get(d, d) for d in domains), "Avg.", "span Avg.", "label acc.", versus_title]
     for column in columns:

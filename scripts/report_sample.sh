@@ -26,7 +26,7 @@ case $step in
   report)
     # small first: the rows after it reuse its discovery requests from the response cache.
     .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit "${SAMNER_PER_DOMAIN:-60}" \
-      --configs small,anchor-only,small-anchor-types,small-no-archetype,small-no-explorer,samner,direct,direct-short,plain \
+      --configs small,anchor-only,small-anchor-types,direct,plain,direct-short,small-no-archetype,small-no-explorer,samner \
       --against "$(strongest),anchor-only" --output-dir "$report" ;;
   noise)
     .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit 10 --configs small --no-cache \

@@ -4,8 +4,10 @@
 # SAMNER_PER_DOMAIN extends a sample without redoing what it holds.
 #   dev:    the decision sample, dev sentences 0..N-1 of each domain, the single-request baselines;
 #   report: the report sample, test sentences 30..30+N-1 of each domain (none read for a choice), every row;
-#   noise:  the small preset rerun with the response cache off on the report sample's first 10 per domain.
-# Usage: bash scripts/report_sample.sh dev|report|noise   (SAMNER_PER_DOMAIN, default 10 for dev and 60 for report)
+#   noise:  one row (SAMNER_CONFIGS, default small) rerun with the response cache off on the report sample's
+#           first SAMNER_PER_DOMAIN (10) sentences per domain, compared with the report's run of it.
+# Usage: bash scripts/report_sample.sh dev|report|noise   (SAMNER_PER_DOMAIN: default 10 for dev, 60 for report;
+# SAMNER_CONFIGS: the report's rows, default all of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step=${1:?dev, report or noise}
@@ -26,12 +28,13 @@ case $step in
   report)
     # small first: the rows after it reuse its discovery requests from the response cache.
     .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit "${SAMNER_PER_DOMAIN:-60}" \
-      --configs small,anchor-only,small-anchor-types,direct,plain,direct-short,small-no-archetype,small-no-explorer,samner \
+      --configs "${SAMNER_CONFIGS:-small,anchor-only,small-anchor-types,direct,plain,direct-short,small-no-archetype,small-no-explorer,samner}" \
       --against "$(strongest),anchor-only" --output-dir "$report" ;;
   noise)
-    .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit 10 --configs small --no-cache \
-      --against small --output-dir "$results/noise-qwen2.5-coder-0.5b"
-    .venv/bin/samner noise "$report/small.jsonl" "$results/noise-qwen2.5-coder-0.5b/small.jsonl" \
-      -o "$results/noise-qwen2.5-coder-0.5b/noise.txt" ;;
+    row=${SAMNER_CONFIGS:-small}
+    .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit "${SAMNER_PER_DOMAIN:-10}" --configs "$row" \
+      --no-cache --against "$row" --output-dir "$results/noise-qwen2.5-coder-0.5b"
+    .venv/bin/samner noise "$report/$row.jsonl" "$results/noise-qwen2.5-coder-0.5b/$row.jsonl" \
+      -o "$results/noise-qwen2.5-coder-0.5b/noise-$row.txt" ;;
   *) echo "unknown step $step: dev, report or noise" >&2; exit 2 ;;
 esac

@@ -83,7 +83,7 @@ class IEPileAdapter(dspy.Adapter):
     JSON object mapping each type to a list of mention strings.
     """
 
-    def _user_turn(self, inputs: dict[str, Any]) -> str:
+    def _user_turn(self, signature: type[dspy.Signature], inputs: dict[str, Any]) -> str:
         payload = {
             "instruction": IEPILE_NER_INSTRUCTION,
             "schema": list(inputs["entity_types"]),
@@ -100,9 +100,9 @@ class IEPileAdapter(dspy.Adapter):
     ) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         for demo in demos:
-            messages.append({"role": "user", "content": self._user_turn(demo)})
+            messages.append({"role": "user", "content": self._user_turn(signature, demo)})
             messages.append({"role": "assistant", "content": self.format_assistant_message_content(signature, demo)})
-        messages.append({"role": "user", "content": self._user_turn(inputs)})
+        messages.append({"role": "user", "content": self._user_turn(signature, inputs)})
         return messages
 
     def format_assistant_message_content(
@@ -171,24 +171,13 @@ class PlainAdapter(IEPileAdapter):
     first, so it is kept as bare as the sentence that describes it.
     """
 
-    def format(
-        self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _user_turn(self, signature: type[dspy.Signature], inputs: dict[str, Any]) -> str:
         instruction = " ".join(signature.instructions.split())
-
-        def turn(values: dict[str, Any]) -> str:
-            return (
-                f"{instruction} Entity types: {', '.join(values['entity_types'])}. "
-                'Answer in JSON: {"entities": [{"text": ..., "type": ...}]}.\n\n'
-                f"Text: {values['text']}"
-            )
-
-        messages: list[dict[str, Any]] = []
-        for demo in demos:
-            messages.append({"role": "user", "content": turn(demo)})
-            messages.append({"role": "assistant", "content": self.format_assistant_message_content(signature, demo)})
-        messages.append({"role": "user", "content": turn(inputs)})
-        return messages
+        return (
+            f"{instruction} Entity types: {', '.join(inputs['entity_types'])}. "
+            'Answer in JSON: {"entities": [{"text": ..., "type": ...}]}.\n\n'
+            f"Text: {inputs['text']}"
+        )
 
     def format_assistant_message_content(
         self, signature: type[dspy.Signature], outputs: dict[str, Any], missing_field_message: str | None = None

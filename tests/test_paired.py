@@ -214,3 +214,18 @@ def test_a_rerun_reports_the_sentences_whose_predictions_differ():
     assert rerun_agreement(first, first)["differing"] == [] and rerun_agreement(first, first)["difference"] == 0
     with pytest.raises(ValueError, match="share no sentence"):
         rerun_agreement(first, records("music", [RIGHT]))
+
+
+def test_samner_noise_prints_and_writes_what_differs(tmp_path, capsys):
+    from samner_dspy.cli import main
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in records("ai", [RIGHT, HALF, RIGHT])))
+    second.write_text("".join(json.dumps(r) + "\n" for r in records("ai", [RIGHT, RIGHT, RIGHT])))
+    assert main(["noise", str(first), str(second), "-o", str(tmp_path / "noise.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "predictions differ on 1 of 3 sentences" in printed and "differing: ai:1" in printed
+    assert (tmp_path / "noise.txt").read_text() == printed
+    (tmp_path / "c.jsonl").write_text(json.dumps(record("music", 0, RIGHT)) + "\n")
+    assert main(["noise", str(first), str(tmp_path / "c.jsonl")]) != 0
+    assert "share no sentence" in capsys.readouterr().err

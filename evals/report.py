@@ -41,7 +41,8 @@ def summarize(
     archetype purity, and its paired difference to each configuration of ``against`` that ran, with its interval
     (under ``paired``, by baseline)."""
     summary: dict[str, Any] = {}
-    paired = {baseline: compare(results, baseline, bootstrap or Bootstrap()) for baseline in against}
+    bootstrap = bootstrap or Bootstrap()
+    paired = {baseline: compare(results, baseline, bootstrap) for baseline in against}
     for name, records in results.items():
         domains = _ordered({r["domain"] for r in records})
         strict: dict[str, Scores] = {}

@@ -15,6 +15,7 @@ import pytest
 
 from samner_dspy import SAMNER, SamnerConfig, Schema
 from samner_dspy.errors import SamnerError
+from samner_dspy.hardware import fast_dtype
 from samner_dspy.scale import HttpEndpoint, VllmEngine, annotate_corpus, read_output
 from samner_dspy.scale.processors import request_of
 from samner_dspy.scale.replay import Row, Spec
@@ -197,7 +198,7 @@ def test_vllm_engine_settings_follow_the_vllm_build():
     assert not any(bundle.get("GPU") for bundle in settings.placement_group_config["bundles"])
     assert settings.log_engine_metrics is False
     assert settings.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
-    assert (settings.engine_kwargs["dtype"], settings.engine_kwargs["max_model_len"]) == ("bfloat16", 4096)
+    assert (settings.engine_kwargs["dtype"], settings.engine_kwargs["max_model_len"]) == (fast_dtype(), 4096)
     stages = (settings.chat_template_stage, settings.tokenize_stage, settings.detokenize_stage)
     assert [stage["num_cpus"] for stage in stages] == [0.25] * 3
     assert cpu.reserved_cpus() == 2 + 3 * 0.25

@@ -57,7 +57,7 @@ def test_paper_hyperparameters_are_the_defaults():
     archetype = TrainConfig("archetype", "d.jsonl", "m", "out")
     assert (explorer.rank, explorer.alpha, explorer.cutoff_len) == (8, 16, 1024)
     assert (explorer.batch_size, explorer.grad_accum, explorer.epochs) == (2, 8, 3.0)
-    assert (explorer.scheduler, explorer.warmup_ratio, explorer.bf16) == ("cosine", 0.05, True)
+    assert (explorer.scheduler, explorer.warmup_ratio, explorer.bf16) == ("cosine", 0.05, None)  # bf16 where native
     assert (explorer.lr, archetype.lr) == (2e-5, 3e-5)
     assert TrainConfig("archetype", "d", "m", "o", learning_rate=1e-3).lr == 1e-3
 

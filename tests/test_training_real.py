@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from samner_dspy.hardware import fast_dtype
 from samner_dspy.training.builders import build, read_examples
 from samner_dspy.training.finetune import PadCollator, TrainConfig, answer_loss, encode, load_tokenizer, train
 from samner_dspy.training.sources import iter_records
@@ -25,7 +26,7 @@ def test_a_few_steps_on_the_real_model_lower_the_answer_loss(hf_base_model, tmp_
     tokenizer = load_tokenizer(str(hf_base_model))
     examples = list(read_examples(data))
     batch = PadCollator(tokenizer.pad_token_id)([encode(tokenizer, m, 1024) for m in examples[:2]])
-    base = AutoModelForCausalLM.from_pretrained(hf_base_model, dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(hf_base_model, dtype=getattr(torch, fast_dtype()))
     before = answer_loss(base, batch)
     del base
 
@@ -35,7 +36,7 @@ def test_a_few_steps_on_the_real_model_lower_the_answer_loss(hf_base_model, tmp_
     assert result.global_step == 6 and result.examples == len(examples)
 
     trained = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(hf_base_model, dtype=torch.bfloat16), output
+        AutoModelForCausalLM.from_pretrained(hf_base_model, dtype=getattr(torch, fast_dtype())), output
     )
     after = answer_loss(trained, batch)
     with capsys.disabled():

@@ -12,6 +12,7 @@ import pytest
 from samner_dspy import SAMNER
 from samner_dspy.cli import main
 from samner_dspy.config import SamnerConfig
+from samner_dspy.hardware import fast_dtype
 from samner_dspy.training.serve import ServeError, plan, same_base_model
 from tests.conftest import require
 
@@ -85,7 +86,7 @@ def test_the_cpu_build_gets_bf16_a_context_length_and_kv_cache_memory(adapters, 
         adapters["explorer"], adapters["archetype"], anchor="base", base_model=str(local_base), kv_cache_gib=3
     )
     assert served.env == {"VLLM_CPU_KVCACHE_SPACE": "3"} and served.build == "cpu"
-    assert served.command[served.command.index("--dtype") + 1] == "bfloat16"
+    assert served.command[served.command.index("--dtype") + 1] == fast_dtype()
     assert served.command[served.command.index("--max-model-len") + 1] == "4096"
     assert served.command[served.command.index("--served-model-name") + 1] == "qwen2.5-coder-0.5b", "a folder's name"
     assert served.models == ("qwen2.5-coder-0.5b", "explorer", "archetype")

@@ -19,6 +19,7 @@ from samner_dspy import vllm_server
 from samner_dspy.cli import main
 from samner_dspy.config import SamnerConfig
 from samner_dspy.embedded import free_port
+from samner_dspy.hardware import fast_dtype
 from samner_dspy.training import serve
 from samner_dspy.vllm_server import VllmError, VllmServer, metric_total, parse_metrics
 from tests.test_training_serve import adapter
@@ -123,7 +124,7 @@ def test_samner_serve_starts_prints_the_configuration_and_stops_on_sigterm(fake_
     assert (config.explorer.model, config.archetype.model) == ("hosted_vllm/explorer", "hosted_vllm/archetype")
     argv = json.loads(record.read_text())
     assert argv[argv.index("--lora-modules") + 1 :][:2] == [f"explorer={explorer}", f"archetype={archetype}"]
-    assert argv[argv.index("--dtype") + 1] == "bfloat16", "the CPU build's defaults"
+    assert argv[argv.index("--dtype") + 1] == fast_dtype(), "the CPU build's defaults"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
 

@@ -69,7 +69,8 @@ class VllmEngine:
     calibrator's) run on the base model. ``replicas`` engines, each ``tensor_parallel_size`` GPUs of
     ``accelerator_type`` or, with vLLM's CPU build, that many CPUs. ``build`` is the workers' vLLM build,
     ``cpu`` or ``cuda`` (default: the one installed here, CUDA when there is none); the CPU build gets a
-    KV cache of ``kv_cache_gib`` GiB, bfloat16 and a context of ``max_model_len`` (default 4096).
+    KV cache of ``kv_cache_gib`` GiB, weights in bf16 where native (float32 elsewhere) and a context of
+    ``max_model_len`` (default 4096).
     """
 
     base_model: str

@@ -208,7 +208,9 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("--epochs", type=float, default=3.0)
     fit.add_argument("--scheduler", default="cosine")
     fit.add_argument("--warmup-ratio", type=float, default=0.05)
-    fit.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    fit.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, help="default: bf16 where the machine computes it natively"
+    )
     fit.add_argument("--max-steps", type=int, default=-1)
     fit.add_argument("--save-steps", type=int, default=500)
     fit.add_argument("--logging-steps", type=int, default=10)

@@ -2,7 +2,8 @@
 
 The defaults are the paper's (appendix D, trained there with LLaMA-Factory): rank 8, alpha 16, cutoff
 1024 tokens, batch 2 with 8 steps of gradient accumulation, learning rate 2e-5 (explorer) or 3e-5
-(archetype), 3 epochs, cosine schedule, warmup ratio 0.05, bf16. Every one can be overridden. Where the
+(archetype), 3 epochs, cosine schedule, warmup ratio 0.05, bf16 (here only where the machine computes it natively,
+float32 elsewhere: :func:`samner_dspy.hardware.fast_dtype`). Every one can be overridden. Where the
 paper is silent we use LLaMA-Factory's defaults: LoRA on every linear layer, no LoRA dropout.
 
 Each example is rendered with the base model's own chat template, as vLLM renders the request at
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samner_dspy.errors import SamnerError
+from samner_dspy.hardware import fast_dtype
 
 Stage = Literal["explorer", "archetype"]
 PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "archetype": 3e-5}
@@ -48,7 +50,8 @@ class TrainConfig:
     epochs: float = 3.0
     scheduler: str = "cosine"
     warmup_ratio: float = 0.05
-    bf16: bool = True
+    bf16: bool | None = None
+    """None: bf16 where it is native (a GPU that has it, an AVX-512 or Arm BF16 CPU), float32 elsewhere."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run the epochs)."""
     save_steps: int = 500
@@ -68,6 +71,16 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else PAPER_LEARNING_RATES[self.stage]
+
+    @property
+    def uses_bf16(self) -> bool:
+        if self.bf16 is not None:
+            return self.bf16
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.is_bf16_supported()
+        return fast_dtype() == "bfloat16"
 
 
 @dataclass
@@ -185,7 +198,7 @@ def _training_arguments(config: TrainConfig) -> Any:
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         lr_scheduler_type=config.scheduler,
-        bf16=config.bf16,
+        bf16=config.uses_bf16,
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -198,7 +211,7 @@ def _training_arguments(config: TrainConfig) -> Any:
         disable_tqdm=True,
         **warmup,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
-        # Without a GPU, transformers refuses bf16 unless told the CPU is meant (CPU bf16 trains fine).
+        # Without a GPU, transformers refuses bf16 unless told the CPU is meant.
         **({"use_cpu": True} if "use_cpu" in accepted and not _has_accelerator(torch) else {}),
     )
 
@@ -214,7 +227,7 @@ def load_lora_model(config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    dtype = torch.bfloat16 if config.uses_bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
     if config.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -263,7 +276,10 @@ def train(config: TrainConfig) -> TrainResult:
         losses=losses,
         seconds=time.perf_counter() - started,
     )
-    summary = {"config": {**asdict(config), "learning_rate": config.lr}, "result": asdict(result)}
+    summary = {
+        "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
+        "result": asdict(result),
+    }
     (Path(config.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
 

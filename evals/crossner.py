@@ -6,12 +6,11 @@ Two sources give identical sentences: the original BIO files (a local ``data_dir
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.exports import entities_from_bio
+from samner_dspy.labelled import Sentence, bio_sentence, read_bio_file
 from samner_dspy.schema import CROSSNER_DOMAINS, crossner_label_name
 
 HF_DATASET = "DFKI-SLT/cross_ner"
@@ -22,56 +21,10 @@ _FILE_SPLITS = {"train": "train", "dev": "dev", "validation": "dev", "test": "te
 _HF_SPLITS = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
 
 
-@dataclass(frozen=True)
-class GoldEntity:
-    text: str
-    label: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One sentence: its tokens and tags as in the file, the text they join into, and gold entities."""
-
-    tokens: tuple[str, ...]
-    tags: tuple[str, ...]
-    text: str
-    entities: tuple[GoldEntity, ...]
-
-
-def bio_sentence(
-    tokens: list[str], tags: list[str], label_name: Callable[[str], str] = crossner_label_name
-) -> Sentence:
-    """Join tokens with single spaces and turn BIO runs into character spans labelled ``label_name(tag)``."""
-    offsets, cursor = [], 0
-    for token in tokens:
-        offsets.append((cursor, cursor + len(token)))
-        cursor += len(token) + 1
-    text = " ".join(tokens)
-    entities = [GoldEntity(e.text, label_name(e.label), e.start, e.end) for e in entities_from_bio(text, offsets, tags)]
-    return Sentence(tuple(tokens), tuple(tags), text, tuple(entities))
-
-
 def read_bio(path: str | Path) -> Iterator[Sentence]:
-    """Sentences of a CrossNER file (``token<TAB>tag`` lines, blank lines between sentences)."""
-    tokens: list[str] = []
-    tags: list[str] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            if not line.strip():
-                if tokens:
-                    yield bio_sentence(tokens, tags)
-                tokens, tags = [], []
-                continue
-            token, _, tag = line.rpartition("\t")
-            if not token:
-                token, _, tag = line.rpartition(" ")
-            tokens.append(token)
-            tags.append(tag.strip() or "O")
-    if tokens:
-        yield bio_sentence(tokens, tags)
+    """Sentences of a CrossNER file (``token<TAB>tag`` lines, blank lines between sentences), labels named as the
+    schemas name them."""
+    return read_bio_file(path, crossner_label_name, layout="token-first")
 
 
 def _split(split: str, names: Mapping[str, str]) -> str:
@@ -95,7 +48,7 @@ def sentences_from_hf(
             raise ValueError("a dataset without ner_tags features needs tag_names")
         tag_names = features["ner_tags"].feature.names
     for row in dataset:
-        yield bio_sentence(list(row["tokens"]), [tag_names[tag] for tag in row["ner_tags"]])
+        yield bio_sentence(list(row["tokens"]), [tag_names[tag] for tag in row["ner_tags"]], crossner_label_name)
 
 
 def load_hf(domain: str, split: str = "test", dataset_id: str = HF_DATASET) -> list[Sentence]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samner_dspy.errors import SchemaError
-from samner_dspy.evals.crossner import Sentence
+from samner_dspy.labelled import Sentence
 from samner_dspy.resources import load_data
 from samner_dspy.schema import Schema, crossner_schema
 

@@ -8,8 +8,8 @@ from typing import Any
 import dspy
 from dspy.teleprompt import BootstrapFewShot
 
-from samner_dspy.evals.crossner import Sentence
 from samner_dspy.evals.metric import score
+from samner_dspy.labelled import Sentence
 from samner_dspy.programs.program import ConfiguredProgram
 from samner_dspy.schema import Schema
 

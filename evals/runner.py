@@ -14,7 +14,7 @@ import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
 from samner_dspy.errors import EndpointRequestError
-from samner_dspy.evals.crossner import Sentence
+from samner_dspy.labelled import Sentence
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.records import RecordWriter, read_records, result_record

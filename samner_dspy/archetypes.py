@@ -60,6 +60,26 @@ def project_type(fine_grained_type: str) -> str:
     return _projection().get(normalize_type_name(fine_grained_type), FALLBACK_ARCHETYPE)
 
 
+@cache
+def _training_table() -> tuple[dict[str, str | None], frozenset[str]]:
+    data = load_data("type_archetypes")
+    table = {
+        normalize_type_name(name): archetype for types in data["corpora"].values() for name, archetype in types.items()
+    }
+    return table, frozenset(normalize_type_name(name) for name in data["drop"])
+
+
+def project_training_type(fine_grained_type: str) -> str | None:
+    """The archetype of a training corpus's type as ``data/type_archetypes.json`` writes it (written once, for
+    every type of the corpora in ``../shared/data/train``, from their names and definitions); None for a value
+    type it leaves out (dates, amounts); a type it does not list projects as appendix B does."""
+    table, drop = _training_table()
+    key = normalize_type_name(fine_grained_type)
+    if key in drop:
+        return None
+    return table[key] if key in table else project_type(fine_grained_type)
+
+
 def project_schema(fine_grained_types: list[str] | tuple[str, ...]) -> list[str]:
     """The abstract schema of an instance: its types projected, de-duplicated, in first-seen order."""
     return list(dict.fromkeys(project_type(name) for name in fine_grained_types))

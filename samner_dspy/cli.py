@@ -16,6 +16,7 @@ from rich.console import Console
 
 from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
+from samner_dspy.labelled import DATA_FORMATS
 from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES, PRESET_NAMES
 from samner_dspy.records import RecordWriter, done_keys, read_records, result_record
 from samner_dspy.schema import Schema
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="a CrossNER folder (<domain>/<split>.txt); default: the Hugging Face dataset")
     ev.add_argument("--domains", default="ai,literature,music,politics,science")
     ev.add_argument("--data-file", help="your own labelled data instead of CrossNER (needs --schema)")
-    ev.add_argument("--format", choices=("bio", "jsonl", "docbin"), help="of --data-file (default: by extension)")
+    ev.add_argument("--format", choices=DATA_FORMATS, help="of --data-file (default: by extension)")
     ev.add_argument("--schema", help="label definitions for --data-file: a JSON file, inline JSON, or 'a,b,c'")
     ev.add_argument(
         "--definitions",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from samner_dspy.errors import SchemaError
-from samner_dspy.evals.crossner import bio_sentence
 from samner_dspy.evals.definitions import builtin_schema, eval_schemas, named_gold
-from samner_dspy.schema import crossner_schema
+from samner_dspy.labelled import bio_sentence
+from samner_dspy.schema import crossner_label_name, crossner_schema
 
 # Written for these tests, in the shape of the SAM-NER authors' schema_define_crossNER.json.
 AUTHORS_SHAPE = Path(__file__).parent / "fixtures" / "definitions" / "crossner-shape.json"
@@ -86,7 +86,9 @@ def test_a_missing_or_unreadable_file_is_refused(tmp_path):
 
 def test_gold_is_renamed_to_the_raw_tags_and_left_alone_otherwise():
     sentence = bio_sentence(
-        ["Miles", "Davis", "played", "jazz"], ["B-musicalartist", "I-musicalartist", "O", "B-musicgenre"]
+        ["Miles", "Davis", "played", "jazz"],
+        ["B-musicalartist", "I-musicalartist", "O", "B-musicgenre"],
+        crossner_label_name,
     )
     assert [e.label for e in named_gold([sentence])[0].entities] == ["musical artist", "music genre"]
     raw = named_gold([sentence], "raw")[0]

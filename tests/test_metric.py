@@ -4,7 +4,7 @@ from itertools import islice
 import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from samner_dspy.evals.crossner import GoldEntity, Sentence, read_bio
+from samner_dspy.evals.crossner import read_bio
 from samner_dspy.evals.metric import (
     Scores,
     archetype_consistency,
@@ -16,6 +16,7 @@ from samner_dspy.evals.metric import (
     seqeval_scores,
     span_score,
 )
+from samner_dspy.labelled import GoldEntity, Sentence
 from samner_dspy.schema import CROSSNER_DOMAINS, crossner_label_name, crossner_schema
 
 GOLD = [[(0, 3, "person"), (8, 16, "location")]]

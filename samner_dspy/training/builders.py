@@ -29,23 +29,25 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import dspy
 
-from samner_dspy.adapters import training_messages
-from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_schema, project_type
+from samner_dspy.adapters import IEPileAdapter, training_messages
+from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_training_type, project_type
 from samner_dspy.grounding import Located, Unlocated, locate, resolve_overlaps
+from samner_dspy.labelled import Sentence
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ground_candidates
 from samner_dspy.tagging import occurrence_keys, tag_entities
 from samner_dspy.types import Candidate, Span
 
-Kind = Literal["explorer", "archetype"]
+Kind = Literal["explorer", "anchor", "archetype"]
+KINDS: tuple[str, ...] = get_args(Kind)
 Conditioning = Literal["instance", "full"]
 Numeric = Literal["drop", "misc"]
 Occurrences = Literal["first", "every", "each"]
@@ -90,6 +92,7 @@ class BuildReport:
     kind: str
     source: str
     output: str
+    licence: str = ""
     read: int = 0
     written: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -105,6 +108,7 @@ class BuildReport:
         return {
             "kind": self.kind,
             "source": self.source,
+            "licence": self.licence,
             "output": self.output,
             "read": self.read,
             "written": self.written,
@@ -238,6 +242,22 @@ def _every_occurrence(text: str, surfaces: Iterable[str], notes: Counter[str]) -
     return located
 
 
+Projection = Callable[[str], "str | None"]
+"""A fine-grained type's archetype, or None for a value type that is left out of archetype training."""
+
+
+def appendix_b(numeric: Numeric = "drop") -> Projection:
+    """The paper's projection (appendix B, Misc for the types it does not name); :data:`NUMERIC_TYPES` are
+    left out (``numeric="drop"``) or projected onto Misc (``"misc"``)."""
+
+    def project(fine_type: str) -> str | None:
+        if numeric == "drop" and normalize_type_name(fine_type) in NUMERIC_TYPES:
+            return None
+        return project_type(fine_type)
+
+    return project
+
+
 def iepile_example(
     record: Any,
     notes: Counter[str],
@@ -245,15 +265,11 @@ def iepile_example(
     numeric: Numeric = "drop",
     occurrences: Occurrences = "each",
 ) -> Example:
-    """One IEPile NER record as a ``ClassifyArchetype`` example.
+    """One IEPile NER record as a ``ClassifyArchetype`` example (see :func:`archetype_example`).
 
     A record is ``{"task", "source", "instruction", "output"}`` where ``instruction`` is a JSON string of
     ``{"instruction", "schema", "input"}`` and ``output`` a JSON string mapping each schema type to its
-    mentions. Mentions of :data:`NUMERIC_TYPES` are dropped (``numeric="drop"``) or projected onto Misc
-    (``"misc"``). The rest are grounded and marked with ``<ENT>`` tags: at their first occurrence
-    (``occurrences="first"``, the authors' training data), at every one under the mention's name (``"every"``),
-    or at every one under its own name (``"each"``: ``Paris``, ``Paris (2)``, what the program sends at
-    inference); of overlapping ones the longest stays.
+    mentions. Types project as :func:`appendix_b` says.
     """
     if not isinstance(record, dict):
         raise Skip("not a JSON object")
@@ -271,12 +287,32 @@ def iepile_example(
     output = _json_field(record, "output")
     if not isinstance(output, dict):
         raise Skip("'output' is not a JSON object")
-    if numeric == "drop":
-        schema = [t for t in schema if normalize_type_name(t) not in NUMERIC_TYPES]
+    return archetype_example(text, schema, output, notes, appendix_b(numeric), conditioning, occurrences)
+
+
+def archetype_example(
+    text: str,
+    schema: list[str],
+    output: dict[str, Any],
+    notes: Counter[str],
+    project: Projection,
+    conditioning: Conditioning = "instance",
+    occurrences: Occurrences = "each",
+) -> Example:
+    """A ``ClassifyArchetype`` example of ``text`` whose ``output`` maps each type to its mentions.
+
+    Mentions of a type ``project`` leaves out (a value type) are dropped. The rest are grounded and marked
+    with ``<ENT>`` tags: at their first occurrence (``occurrences="first"``, the authors' training data), at
+    every one under the mention's name (``"every"``), or at every one under its own name (``"each"``:
+    ``Paris``, ``Paris (2)``, what the program sends at inference); of overlapping ones the longest stays.
+    The example is conditioned on the archetypes of ``schema`` and the output's types (``"instance"``,
+    section 3.2) or on all 14 (``"full"``).
+    """
     archetype_of: dict[str, set[str]] = {}
     kept_types: list[str] = []
     for fine_type, mentions in output.items():
-        if numeric == "drop" and normalize_type_name(str(fine_type)) in NUMERIC_TYPES:
+        archetype = project(str(fine_type))
+        if archetype is None:
             if mentions:
                 notes["of a numeric type: dropped"] += len(mentions) if isinstance(mentions, list) else 1
             continue
@@ -285,7 +321,7 @@ def iepile_example(
             mentions = [mentions]
         for mention in mentions if isinstance(mentions, list) else []:
             if isinstance(mention, str) and mention.strip():
-                archetype_of.setdefault(mention, set()).add(project_type(str(fine_type)))
+                archetype_of.setdefault(mention, set()).add(archetype)
     if not archetype_of:
         raise Skip("no entities" if notes["of a numeric type: dropped"] == 0 else "only entities of numeric types")
     tag = _first_occurrences if occurrences == "first" else _every_occurrence
@@ -303,7 +339,7 @@ def iepile_example(
     if conditioning == "full":
         definitions = archetype_definitions()
     else:
-        projected = set(project_schema([*schema, *kept_types]))
+        projected = {project(t) for t in [*schema, *kept_types]} - {None}
         definitions = {name: meaning for name, meaning in archetype_definitions().items() if name in projected}
     return Example(
         {"archetype_definitions": definitions, "tagged_text": tag_entities(text, spans, keys), "entities": entities},
@@ -311,10 +347,70 @@ def iepile_example(
     )
 
 
+def type_name(label: str) -> str:
+    """A corpus's tag as a type name a prompt can say: ``RATINGS_AVERAGE`` and ``Gene_or_gene_product`` become
+    ``ratings average`` and ``gene or gene product``."""
+    return normalize_type_name(label)
+
+
+def sentence_mentions(sentence: Sentence) -> dict[str, list[str]]:
+    """Each type of a labelled sentence with its distinct mentions, in the order the text has them."""
+    mentions: dict[str, list[str]] = {}
+    for entity in sentence.entities:
+        known = mentions.setdefault(type_name(entity.label), [])
+        if entity.text not in known:
+            known.append(entity.text)
+    return mentions
+
+
+def asked_types(present: list[str], pool: Sequence[str], negatives: int, rng: random.Random) -> list[str]:
+    """The types one example asks about: those present, and ``negatives`` of the pool's others (answered with
+    empty lists), in a random order so that no position means "present"."""
+    others = sorted(set(pool) - set(present))
+    types = [*present, *rng.sample(others, min(negatives, len(others)))]
+    rng.shuffle(types)
+    return types
+
+
+def labelled_extraction_example(sentence: Sentence, pool: Sequence[str], negatives: int, rng: random.Random) -> Example:
+    """A labelled sentence as an ``ExtractSpans`` example (explorer or anchor): the types present and sampled
+    absent ones, each answered with its mentions. Sentences without entities are skipped: the absent types
+    already teach the empty answer."""
+    mentions = sentence_mentions(sentence)
+    if not mentions:
+        raise Skip("no entities")
+    types = asked_types(list(mentions), pool, negatives, rng)
+    return Example(
+        {"entity_types": types, "text": sentence.text}, {"entities": {t: mentions.get(t, []) for t in types}}
+    )
+
+
+def labelled_archetype_example(
+    sentence: Sentence,
+    notes: Counter[str],
+    pool: Sequence[str],
+    negatives: int,
+    rng: random.Random,
+    conditioning: Conditioning = "instance",
+    occurrences: Occurrences = "each",
+) -> Example:
+    """A labelled sentence as a ``ClassifyArchetype`` example: types project as
+    :func:`samner_dspy.archetypes.project_training_type` says, conditioned on the archetypes of the types an
+    extraction example of the same sentence would ask about."""
+    mentions = sentence_mentions(sentence)
+    if not mentions:
+        raise Skip("no entities")
+    schema = asked_types(list(mentions), pool, negatives, rng)
+    return archetype_example(sentence.text, schema, mentions, notes, project_training_type, conditioning, occurrences)
+
+
 def stage_renderer(kind: Kind) -> tuple[dspy.Adapter, type[dspy.Signature]]:
     """The adapter and signature of the stage module itself, so builder and stage cannot disagree."""
     stage: SpanExtractor | ArchetypeClassifier
-    stage = SpanExtractor("explorer") if kind == "explorer" else ArchetypeClassifier()
+    if kind == "archetype":
+        stage = ArchetypeClassifier()
+    else:
+        stage = SpanExtractor(kind, IEPileAdapter() if kind == "anchor" else None)
     return stage.adapter, stage.predict.signature
 
 
@@ -324,29 +420,40 @@ def build(
     output: str | Path,
     *,
     source: str = "",
+    licence: str = "",
     limit: int | None = None,
     conditioning: Conditioning = "instance",
     numeric: Numeric = "drop",
     occurrences: Occurrences = "each",
     shuffle: bool = True,
     seed: int = 0,
+    type_pool: Sequence[str] | None = None,
+    negatives: int = 3,
     progress: Callable[[BuildReport], None] | None = None,
 ) -> BuildReport:
     """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it.
 
-    ``conditioning``, ``numeric`` and ``occurrences`` shape archetype examples (see :func:`iepile_example`);
-    ``shuffle`` and ``seed`` the explorer's (see :func:`shuffle_types`): the same seed, the same file. Exact
-    duplicates are found before shuffling, so a shuffle cannot make a repeated record look new.
+    Records are the public sources' (Pile-NER conversations for the explorer, IEPile records for the
+    archetype classifier), or labelled :class:`~samner_dspy.labelled.Sentence` objects for any kind, which
+    ask about their types and ``negatives`` absent ones from ``type_pool`` (see
+    :func:`labelled_extraction_example`). ``conditioning``, ``numeric`` and ``occurrences`` shape archetype
+    examples (see :func:`archetype_example`); ``shuffle`` and ``seed`` the order of types: the same seed, the
+    same file. Exact duplicates are found before shuffling, so a shuffle cannot make a repeated record look new.
     """
     if numeric not in ("drop", "misc"):
         raise ValueError(f"numeric must be 'drop' or 'misc', got {numeric!r}")
     if occurrences not in OCCURRENCES:
         raise ValueError(f"occurrences must be one of {', '.join(OCCURRENCES)}, got {occurrences!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if negatives < 0:
+        raise ValueError(f"negatives must be 0 or more, got {negatives}")
     rng = random.Random(seed) if shuffle else None
+    pool = [type_name(t) for t in type_pool or ()]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     adapter, signature = stage_renderer(kind)
-    report = BuildReport(kind, source, str(output))
+    report = BuildReport(kind, source, str(output), licence)
     seen: set[bytes] = set()
     started = time.perf_counter()
     with output.open("w", encoding="utf-8") as sink:
@@ -356,10 +463,18 @@ def build(
             report.read += 1
             notes: Counter[str] = Counter()
             try:
-                if kind == "explorer":
-                    example = pile_ner_example(record, notes)
-                else:
+                if isinstance(record, Sentence):
+                    sampler = rng or random.Random(f"{seed}:{report.read}")
+                    if kind == "archetype":
+                        example = labelled_archetype_example(
+                            record, notes, pool, negatives, sampler, conditioning, occurrences
+                        )
+                    else:
+                        example = labelled_extraction_example(record, pool, negatives, sampler)
+                elif kind == "archetype":
                     example = iepile_example(record, notes, conditioning, numeric, occurrences)
+                else:
+                    example = pile_ner_example(record, notes)
             except Skip as skip:
                 report.skipped[skip.reason] += 1
                 continue
@@ -369,7 +484,7 @@ def build(
                 report.skipped["duplicate of an earlier example"] += 1
                 continue
             seen.add(digest)
-            if kind == "explorer" and rng is not None:
+            if kind != "archetype" and rng is not None and not isinstance(record, Sentence):
                 example = shuffle_types(example, rng)
             messages = training_messages(adapter, signature, example.inputs, example.outputs)
             line = json.dumps({"messages": messages}, ensure_ascii=False)
@@ -381,6 +496,13 @@ def build(
     report.seconds = time.perf_counter() - started
     report_path(output).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def labelled_input(path: str) -> str | None:
+    """The labelled-data format a ``samner build`` input is read as without ``--format``: BIO/CoNLL for the
+    usual token-tag extensions, None (a public source's records) for JSON, JSON Lines, folders and hub ids."""
+    suffix = Path(path).suffix.lower()
+    return "bio" if Path(path).is_file() and suffix in (".txt", ".bio", ".conll", ".tsv", ".iob", ".iob2") else None
 
 
 def report_path(output: str | Path) -> Path:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from samner_dspy.errors import SamnerError
+from samner_dspy.labelled import DATA_FORMATS
 
 
 def require_train_extra() -> None:
@@ -20,21 +21,39 @@ def require_train_extra() -> None:
 
 
 def build_data(args: argparse.Namespace) -> int:
-    from samner_dspy.training.builders import build, default_source, report_path
+    from samner_dspy.labelled import read_labelled
+    from samner_dspy.training.builders import build, default_source, labelled_input, report_path
     from samner_dspy.training.sources import iter_records
-
-    hub_id, hub_files = default_source(args.kind)
-    source = args.input or hub_id
-    data_files = args.data_files or (hub_files if source == hub_id else None)
 
     def progress(report: Any) -> None:
         print(f"{report.written} examples from {report.read} records", file=sys.stderr, flush=True)
 
+    inputs = args.input or []
+    formats = [args.format or labelled_input(path) for path in inputs]
+    if inputs and all(formats):
+        pool = sorted(
+            {
+                e.label
+                for path, f in zip(inputs, formats, strict=True)
+                for s in read_labelled(path, f)
+                for e in s.entities
+            }
+        )
+        records: Any = (s for path, f in zip(inputs, formats, strict=True) for s in read_labelled(path, f))
+        source, extra = ", ".join(inputs), {"type_pool": pool, "negatives": args.negatives}
+    elif any(formats) or len(inputs) > 1:
+        raise SamnerError("several --input files must all be labelled data (BIO, or --format jsonl/gliner/docbin)")
+    else:
+        hub_id, hub_files = default_source(args.kind)
+        source = inputs[0] if inputs else hub_id
+        data_files = args.data_files or (hub_files if source == hub_id else None)
+        records, extra = iter_records(source, data_files, args.split), {}
     report = build(
         args.kind,
-        iter_records(source, data_files, args.split),
+        records,
         args.output,
         source=source,
+        licence=args.licence or "",
         limit=args.limit,
         conditioning=args.conditioning,
         numeric=args.numeric,
@@ -42,6 +61,7 @@ def build_data(args: argparse.Namespace) -> int:
         shuffle=not args.no_shuffle,
         seed=args.seed,
         progress=progress,
+        **extra,
     )
     print(report.summary())
     print(f"{report.examples_per_second:.0f} examples/s; report: {report_path(args.output)}")
@@ -154,14 +174,27 @@ def add_commands(commands: Any) -> None:
     """Register the three subcommands on ``samner``'s subparsers."""
     from samner_dspy.config import DEFAULT_BASE_MODEL
 
-    data = commands.add_parser("build", help="build chat-format training files for the explorer or archetype LoRA")
-    data.add_argument("kind", choices=("explorer", "archetype"))
+    data = commands.add_parser(
+        "build", help="build chat-format training files for the anchor, explorer or archetype LoRA"
+    )
+    data.add_argument("kind", choices=("explorer", "anchor", "archetype"))  # builders.KINDS, without importing dspy
     data.add_argument(
         "-i",
         "--input",
-        help="a local JSON or JSON Lines file (.gz too), a dataset folder, or a hub id; default: "
-        "Universal-NER/Pile-NER-type (explorer) or zjunlp/iepile (archetype)",
+        action="append",
+        help="labelled data (BIO/CoNLL files; JSON Lines spans, GLiNER's JSON or a DocBin with --format; "
+        "repeat for several), or one source of the public formats: a local JSON or JSON Lines file (.gz too), "
+        "a dataset folder, or a hub id; default: Universal-NER/Pile-NER-type (explorer, anchor) or zjunlp/iepile "
+        "(archetype)",
     )
+    data.add_argument("--format", choices=DATA_FORMATS, help="read --input as labelled data of this format")
+    data.add_argument(
+        "--negatives",
+        type=int,
+        default=3,
+        help="labelled data: absent types each example asks about too (answered with empty lists)",
+    )
+    data.add_argument("--licence", help="the data's licence, recorded in the build report")
     data.add_argument("--data-files", help="files of a hub dataset to read (default for zjunlp/iepile: train.json)")
     data.add_argument("--split", default="train")
     data.add_argument("-o", "--output", required=True, help="the JSON Lines file to write (a report lands beside it)")
@@ -189,11 +222,11 @@ def add_commands(commands: Any) -> None:
     data.add_argument(
         "--no-shuffle", action="store_true", help="explorer: keep Pile-NER's order of types instead of shuffling"
     )
-    data.add_argument("--seed", type=int, default=0, help="explorer: the seed of the types' shuffle")
+    data.add_argument("--seed", type=int, default=0, help="the seed of the types' shuffle and negative sampling")
     data.set_defaults(handler=build_data)
 
     fit = commands.add_parser("train", help="fine-tune a LoRA adapter (transformers + peft; paper defaults)")
-    fit.add_argument("stage", choices=("explorer", "archetype"))
+    fit.add_argument("stage", choices=("explorer", "anchor", "archetype"))
     fit.add_argument("--data", required=True, help="a file written by `samner build`")
     fit.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help=f"any causal LM (default {DEFAULT_BASE_MODEL})")
     fit.add_argument("-o", "--output-dir", help="adapter and checkpoints (default adapters/<stage>)")
@@ -204,7 +237,7 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("--cutoff-len", type=int, default=1024, help="longer examples are left out and counted")
     fit.add_argument("--batch-size", type=int, default=2)
     fit.add_argument("--grad-accum", type=int, default=8)
-    fit.add_argument("--learning-rate", type=float, help="default 2e-5 (explorer) or 3e-5 (archetype)")
+    fit.add_argument("--learning-rate", type=float, help="default 2e-5 (explorer, anchor) or 3e-5 (archetype)")
     fit.add_argument("--epochs", type=float, default=3.0)
     fit.add_argument("--scheduler", default="cosine")
     fit.add_argument("--warmup-ratio", type=float, default=0.05)

@@ -24,8 +24,9 @@ from typing import Any, Literal
 from samner_dspy.errors import SamnerError
 from samner_dspy.hardware import fast_dtype
 
-Stage = Literal["explorer", "archetype"]
-PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "archetype": 3e-5}
+Stage = Literal["explorer", "anchor", "archetype"]
+PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "anchor": 2e-5, "archetype": 3e-5}
+"""The paper trains no anchor (it serves IEPile's published LoRA): an anchor trained here takes the explorer's."""
 SUMMARY_FILE = "samner_training.json"
 IGNORE_INDEX = -100
 
@@ -63,7 +64,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage not in PAPER_LEARNING_RATES:
-            raise SamnerError(f"stage must be explorer or archetype, got {self.stage!r}")
+            raise SamnerError(f"stage must be one of {', '.join(PAPER_LEARNING_RATES)}, got {self.stage!r}")
         for name in ("rank", "alpha", "cutoff_len", "batch_size", "grad_accum", "save_steps", "logging_steps"):
             if getattr(self, name) <= 0:
                 raise SamnerError(f"{name} must be positive, got {getattr(self, name)}")

@@ -28,6 +28,8 @@ from samner_dspy.evals.runner import (
 from samner_dspy.programs.program import ConfigLike
 from samner_dspy.schema import Schema
 
+GOLD = "gold"
+"""``--discovery-from gold``: type the gold spans."""
 CHOSEN_ON_TEST = 30
 """The first test sentences of each CrossNER domain that choices were made on (before choices moved to dev)."""
 
@@ -135,15 +137,17 @@ def evaluate(
     bootstrap: Bootstrap | None = None,
     command: str = "samner eval",
     console: Console | None = None,
-    discovery_from: Path | None = None,
+    discovery_from: Path | str | None = None,
     against: Sequence[str] = ("direct", "anchor-only"),
 ) -> tuple[Path, Path]:
     """Run every configuration on every domain (resuming what ``output`` holds), then score the sentences every
     configuration finished; returns the paths of ``report.md`` and ``report.json``.
 
-    ``discovery_from`` (an earlier evaluation's ``<configuration>.jsonl``): every SAM-NER configuration types the
-    spans that run found instead of discovering its own (:mod:`samner_dspy.evals.retype`), so a change to
-    mediation or calibration is measured on the same mentions; the direct baselines run as always. Every row is
+    ``discovery_from`` (an earlier evaluation's ``<configuration>.jsonl``, or ``"gold"``): every SAM-NER
+    configuration types the spans that run found (or the gold spans) instead of discovering its own
+    (:mod:`samner_dspy.evals.retype`), so a change to mediation or calibration is measured on the same mentions,
+    and the report adds each row's archetype accuracy on the spans the gold holds; the direct baselines run as
+    always. Every row is
     paired against each configuration of ``against`` that ran (the strongest baseline on dev, and the anchor)."""
     if fewshot and data.data_file:
         raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
@@ -155,9 +159,9 @@ def evaluate(
     items = [item for domain in domains for item in items_by_domain[domain]]
     programs = {(name, domain): build_program(name, resolved) for name in names for domain in domains}
     if discovery_from is not None:
-        from samner_dspy.evals.retype import RecordedDiscovery, recorded_spans
+        from samner_dspy.evals.retype import RecordedDiscovery, gold_spans, recorded_spans
 
-        spans = recorded_spans(discovery_from)
+        spans = gold_spans(items) if str(discovery_from) == GOLD else recorded_spans(Path(discovery_from))
         for name, domain in programs:
             if not CONFIGURATIONS[name].direct:
                 options = CONFIGURATIONS[name].options
@@ -195,7 +199,8 @@ def evaluate(
     summary = report.summarize(results, bootstrap or Bootstrap(), against)
     shots = f"{fewshot}-shot (BootstrapFewShot demos from train)" if fewshot else "zero-shot"
     if discovery_from is not None:
-        shots += f", SAM-NER typing the spans recorded in {discovery_from}"
+        where = "the gold spans" if str(discovery_from) == GOLD else f"the spans recorded in {discovery_from}"
+        shots += f", SAM-NER typing {where}"
     paths = report.write(summary, output, data.heading(shots), command, results)
     console.print(report.rich_table(summary))
     console.print(f"report: {paths[0]} and {paths[1]}; predictions with traces: {output}/<configuration>.jsonl")

@@ -143,6 +143,36 @@ def archetype_consistency(
     }
 
 
+def archetype_accuracy(
+    gold: Iterable[Collection[Mention]],
+    archetyped: Iterable[Collection[tuple[int, int, str]]],
+    gold_archetype: Callable[[str], str | None],
+) -> dict[str, Any]:
+    """Of the gold spans the archetype stage classified (``archetyped``: ``(start, end, archetype)``), the share
+    given their gold label's archetype (``gold_archetype(label)``; labels it does not know are left out).
+
+    On gold spans (``samner eval --discovery-from gold``) every gold span is classified, so this is the
+    classifier's accuracy; elsewhere it is its accuracy on the spans discovery got exactly right."""
+    matched = correct = 0
+    confusion: Counter[str] = Counter()
+    for gold_mentions, classified in _pairs(gold, archetyped):
+        predicted = {(start, end): archetype for start, end, archetype in classified}
+        for start, end, label in gold_mentions:
+            expected = gold_archetype(label)
+            if expected is None or (start, end) not in predicted:
+                continue
+            matched += 1
+            correct += predicted[start, end] == expected
+            if predicted[start, end] != expected:
+                confusion[f"{expected} -> {predicted[start, end]}"] += 1
+    return {
+        "matched": matched,
+        "correct": correct,
+        "accuracy": correct / matched if matched else None,
+        "errors": dict(confusion.most_common(10)),
+    }
+
+
 def gold_mentions(sentence: Sentence) -> list[Mention]:
     """A sentence's gold entities as mentions, the form every scorer here takes."""
     return [(e.start, e.end, e.label) for e in sentence.entities]

@@ -9,9 +9,11 @@ from typing import Any
 
 from rich.table import Table
 
+from samner_dspy.archetypes import crossner_archetype
 from samner_dspy.evals import curve
 from samner_dspy.evals.metric import (
     Scores,
+    archetype_accuracy,
     archetype_consistency,
     label_accuracy,
     macro_average,
@@ -21,6 +23,8 @@ from samner_dspy.evals.metric import (
 )
 from samner_dspy.evals.paired import BASELINE, Bootstrap, compare
 from samner_dspy.evals.runner import BASELINES, TITLES
+from samner_dspy.tagging import occurrence_keys
+from samner_dspy.types import Span
 
 DOMAIN_TITLES = {"ai": "AI", "literature": "Literature", "music": "Music", "politics": "Politics", "science": "Science"}
 
@@ -30,6 +34,18 @@ def _mentions(records: list[dict[str, Any]]) -> tuple[list[list[tuple]], list[li
     predicted = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records]
     with_archetypes = [[(e["start"], e["end"], e["label"], e.get("archetype")) for e in r["entities"]] for r in records]
     return gold, predicted, with_archetypes
+
+
+def classified_spans(record: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """``(start, end, archetype)`` of every span the record's archetype stage classified: the grounding stage's
+    spans, named as the stage names them (:func:`~samner_dspy.tagging.occurrence_keys`), so an entity the
+    calibrator later dropped still counts."""
+    stages = {stage.get("stage"): stage for stage in record["trace"]["stages"]}
+    answers = ((stages.get("archetype") or {}).get("outputs") or {}).get("archetypes") or {}
+    grounded = ((stages.get("grounding") or {}).get("outputs") or {}).get("spans") or []
+    spans = [Span(int(start), int(end), str(text)) for start, end, text, *_ in grounded]
+    keys = dict(zip(spans, occurrence_keys(spans), strict=True))
+    return [(span.start, span.end, answers[keys[span]]) for span in spans if keys[span] in answers]
 
 
 def summarize(
@@ -49,12 +65,17 @@ def summarize(
         spans: dict[str, Scores] = {}
         labels: dict[str, dict[str, Any]] = {}
         purity: dict[str, Any] = {}
+        archetypes: dict[str, Any] = {}
         for domain in domains:
             gold, predicted, with_archetypes = _mentions([r for r in records if r["domain"] == domain])
             strict[domain] = score(gold, predicted)
             spans[domain] = span_score(gold, predicted)
             labels[domain] = {label: s.to_dict() for label, s in sorted(per_label(gold, predicted).items())}
             purity[domain] = archetype_consistency(gold, with_archetypes)
+            in_domain = [r for r in records if r["domain"] == domain]
+            archetypes[domain] = archetype_accuracy(
+                gold, [classified_spans(r) for r in in_domain], lambda label, d=domain: crossner_archetype(d, label)
+            )
         typing = {d: _typing(strict[d], spans[d]) for d in domains}
         found = [t["accuracy"] for t in typing.values() if t["accuracy"] is not None]
         requests = [sum(s["requests"] for s in r["trace"]["stages"]) for r in records]
@@ -69,6 +90,7 @@ def summarize(
             "label_accuracy_avg": sum(found) / len(found) if found else None,
             "per_label": labels,
             "archetype_consistency": purity,
+            "archetype_accuracy": archetypes,
             "requests_per_sentence": sum(requests) / max(len(requests), 1),
         }
         versus = {baseline: rows[name] for baseline, rows in paired.items() if name in rows}
@@ -171,11 +193,32 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
             for d in domains
         ]
         lines.append(f"| {entry['title']} | " + " | ".join(cells) + " | |")
+    lines += _archetype_section(summary, header, rule, domains)
     lines += ["", "## Sentences and requests", ""]
     for entry in summary.values():
         counts = ", ".join(f"{d}: {n}" for d, n in entry["sentences"].items())
         lines.append(f"- {entry['title']}: {counts}; {entry['requests_per_sentence']:.2f} LLM requests per sentence")
     return "\n".join(lines) + "\n"
+
+
+def _archetype_section(summary: dict[str, Any], header: str, rule: str, domains: list[str]) -> list[str]:
+    """Archetype accuracy per row that classified gold spans: cells are accuracy (spans classified)."""
+    rows = []
+    for entry in summary.values():
+        scores = entry.get("archetype_accuracy", {})
+        matched = [scores[d] for d in domains if d in scores and scores[d]["matched"]]
+        if not matched:
+            continue
+        cells = [f"{_percent(scores[d]['accuracy'])} ({scores[d]['matched']})" if d in scores else "-" for d in domains]
+        overall = sum(s["correct"] for s in matched) / sum(s["matched"] for s in matched)
+        rows.append(f"| {entry['title']} | " + " | ".join(cells) + f" | {_percent(overall)} |")
+    if not rows:
+        return []
+    intro = (
+        "Of the gold spans the archetype stage classified, the share given their label's archetype "
+        "(`samner_dspy/data/crossner_archetypes.json`); the last column pools every span."
+    )
+    return ["", "## Archetype accuracy on gold spans", "", intro, "", header, rule, *rows]
 
 
 def rich_table(summary: dict[str, Any]) -> Table:

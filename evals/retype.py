@@ -1,15 +1,17 @@
-"""Typing an earlier run's discovered spans again: a change to mediation or calibration measured on exactly the
-mentions the earlier run typed, without paying for discovery (about half of a sentence's requests)."""
+"""Typing an earlier run's discovered spans again, or the gold spans: a change to mediation or calibration measured
+on exactly the mentions the earlier run typed (or on the true ones), without paying for discovery (about half of a
+sentence's requests)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from samner_dspy.backends import StageBackend
 from samner_dspy.errors import SamnerError
-from samner_dspy.evals.runner import CURRENT_KEY, read_results
+from samner_dspy.evals.runner import CURRENT_KEY, Item, read_results
 from samner_dspy.grounding import mention_key
 from samner_dspy.programs import SAMNER
 from samner_dspy.programs.program import ConfigLike
@@ -43,6 +45,17 @@ def recorded_spans(path: Path) -> dict[str, RecordedSentence]:
     if not found:
         raise SamnerError(f"{path} holds no finished sentence to take spans from")
     return found
+
+
+def gold_spans(items: Iterable[Item]) -> dict[str, RecordedSentence]:
+    """The gold spans of every sentence, as if discovery had found exactly them: mediation and calibration
+    measured apart from discovery (``samner eval --discovery-from gold``)."""
+    return {
+        item.key: RecordedSentence(
+            [(e.start, e.end, e.text, "exact") for e in item.sentence.entities], {}, item.sentence.text
+        )
+        for item in items
+    }
 
 
 class RecordedDiscovery(SAMNER):

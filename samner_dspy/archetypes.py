@@ -80,6 +80,25 @@ def project_training_type(fine_grained_type: str) -> str | None:
     return table[key] if key in table else project_type(fine_grained_type)
 
 
+@cache
+def _crossner_table() -> dict[tuple[str, str], str]:
+    from samner_dspy.schema import crossner_label_name
+
+    table: dict[tuple[str, str], str] = {}
+    for domain, labels in load_data("crossner_archetypes")["domains"].items():
+        for raw, archetype in labels.items():
+            table[domain, normalize_type_name(raw)] = archetype
+            table[domain, normalize_type_name(crossner_label_name(raw))] = archetype
+    return table
+
+
+def crossner_archetype(domain: str, label: str) -> str | None:
+    """The archetype of a CrossNER label (its tag, ``musicalartist``, or its name, ``musical artist``), from
+    ``data/crossner_archetypes.json``, written once from the labels' names and definitions and never from
+    CrossNER's sentences; None for a domain or label it does not hold."""
+    return _crossner_table().get((domain, normalize_type_name(label)))
+
+
 def project_schema(fine_grained_types: list[str] | tuple[str, ...]) -> list[str]:
     """The abstract schema of an instance: its types projected, de-duplicated, in first-seen order."""
     return list(dict.fromkeys(project_type(name) for name in fine_grained_types))

@@ -228,7 +228,7 @@ def evaluate(args: argparse.Namespace) -> int:
         fewshot_pool=args.fewshot_pool,
         bootstrap=Bootstrap(args.bootstrap_resamples, args.bootstrap_seed),
         command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
-        discovery_from=Path(args.discovery_from) if args.discovery_from else None,
+        discovery_from=args.discovery_from,
         against=[name.strip() for name in args.against.split(",") if name.strip()],
     )
     return 0
@@ -489,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-revision", default="", help="bump after retraining an adapter under the same name")
     ev.add_argument(
         "--discovery-from",
-        help="an earlier eval's <configuration>.jsonl: SAM-NER types the spans it found instead of discovering, "
-        "so a typing change is measured on the same mentions",
+        help="an earlier eval's <configuration>.jsonl, or 'gold': SAM-NER types the spans it found (or the gold "
+        "spans) instead of discovering, so a typing change is measured on the same mentions; the report adds "
+        "archetype accuracy",
     )
     ev.add_argument(
         "--against",

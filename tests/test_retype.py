@@ -98,3 +98,59 @@ def test_records_without_a_grounding_stage_are_refused(tmp_path):
     path.write_text(json.dumps({**record, "trace": {"stages": [{"stage": "direct"}]}}) + "\n")
     with pytest.raises(SamnerError, match="no grounding stage"):
         recorded_spans(path)
+
+
+def test_on_gold_spans_the_report_gives_the_archetype_accuracy_by_the_written_table(tmp_path):
+    """Every gold span is typed and none discovered; the report scores the archetypes against
+    ``crossner_archetypes.json``, counting a span the calibrator then dropped, each occurrence on its own."""
+    from samner_dspy.archetypes import crossner_archetype
+    from samner_dspy.evals.report import markdown, summarize
+    from samner_dspy.evals.retype import gold_spans
+    from samner_dspy.labelled import GoldEntity, Sentence
+
+    text = "Bob Dylan played in Nashville and Bob Dylan sang"
+    gold = (GoldEntity("Bob Dylan", "musical artist", 0, 9), GoldEntity("Nashville", "location", 20, 29))
+    gold += (GoldEntity("Bob Dylan", "musical artist", 34, 43),)
+    items = [Item("music", 0, Sentence(tuple(text.split()), (), text, gold))]
+    assert crossner_archetype("music", "musical artist") == crossner_archetype("music", "musicalartist") == "Person"
+    lms = stage_lms(
+        archetype=[{"archetypes": {"Bob Dylan": "Person", "Nashville": "Person", "Bob Dylan (2)": "Organization"}}],
+        calibrator=[{"labels": {"Bob Dylan": "musical artist", "Bob Dylan (2)": "band", "Nashville": "nowhere"}}],
+    )
+    program = RecordedDiscovery(gold_spans(items), "gold", lms=lms)
+    output = tmp_path / "samner.jsonl"
+    assert run(program, items, {"music": Schema.from_name("crossner:music")}, output, threads=1) == 1
+    records = list(read_results(output))
+    assert lms["anchor"].history == [] and lms["explorer"].history == [], "discovery was given, not asked"
+    assert "Nashville" not in [e["text"] for e in records[0]["entities"]], "the calibrator dropped it"
+    summary = summarize({"samner": records}, against=())
+    assert summary["samner"]["archetype_accuracy"]["music"] == {
+        "matched": 3,
+        "correct": 1,
+        "accuracy": 1 / 3,
+        "errors": {"Location -> Person": 1, "Person -> Organization": 1},
+    }
+    assert "| 33.3 (3) | 33.3 |" in markdown(summary, "gold spans", "samner eval")
+
+
+def test_samner_eval_types_the_gold_spans_of_a_data_file_without_discovery(tmp_path):
+    import subprocess
+    import sys
+
+    from samner_dspy.stand_in import stand_in_server
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"text": "Ada met Zoë.", "entities": [[0, 3, "person"], [8, 11, "person"]]}) + "\n")
+    out = tmp_path / "results"
+    with stand_in_server() as api_base:
+        config = tmp_path / "samner.toml"
+        config.write_text(f'[defaults]\napi_base = "{api_base}"\n', encoding="utf-8")
+        command = [sys.executable, "-m", "samner_dspy.cli", "eval", "--data-file", data, "--schema", "person,city"]
+        command += ["--config", config, "--output-dir", out, "--no-cache", "--threads", "1", "--configs", "samner"]
+        done = subprocess.run([*map(str, command), "--discovery-from", "gold"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    (record,) = read_results(out / "samner.jsonl")
+    stages = {s["stage"]: s for s in record["trace"]["stages"]}
+    assert "anchor" not in stages and "explorer" not in stages
+    assert stages["grounding"]["outputs"]["spans"] == [[0, 3, "Ada", "exact"], [8, 11, "Zoë", "exact"]]
+    assert "typing the gold spans" in (out / "report.md").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from samner_dspy.errors import SamnerError
 from samner_dspy.training.builders import build, read_examples
 from samner_dspy.training.finetune import IGNORE_INDEX, TrainConfig, encode
 from samner_dspy.training.serve import plan
@@ -143,3 +144,20 @@ def test_samner_train_command_passes_every_option_through(tiny, tmp_path, capsys
     assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
     summary = json.loads((output / "samner_training.json").read_text())
     assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["bf16"] is False
+
+
+def test_top_layers_puts_lora_on_the_last_layers_only(tiny, tmp_path):
+    from samner_dspy.training.finetune import load_lora_model
+
+    data, base = tiny
+    every = load_lora_model(TrainConfig("archetype", str(data), str(base), str(tmp_path / "a")))
+    top = load_lora_model(TrainConfig("archetype", str(data), str(base), str(tmp_path / "b"), top_layers=1))
+    count = top.base_model.model.config.num_hidden_layers
+
+    def layers(model):
+        return {int(name.split(".layers.")[1].split(".")[0]) for name, _ in model.named_parameters() if "lora_" in name}
+
+    assert layers(every) == set(range(count)) and count > 1
+    assert layers(top) == {count - 1}
+    with pytest.raises(SamnerError, match="top_layers must be positive"):
+        TrainConfig("archetype", "d", "m", "o", top_layers=0)

@@ -7,6 +7,8 @@ import json
 import random
 from collections import Counter
 
+import pytest
+
 from samner_dspy.adapters import IEPileAdapter, SamnerAdapter
 from samner_dspy.archetypes import archetype_definitions, project_training_type
 from samner_dspy.backends import StageBackend
@@ -136,3 +138,19 @@ def test_the_written_tables_name_only_archetypes_and_leave_out_only_what_they_li
     schemas = load_data("crossner_schemas")["domains"]
     assert {domain: set(labels) for domain, labels in crossner.items()} == {d: set(s) for d, s in schemas.items()}
     assert all(set(labels.values()) <= names for labels in crossner.values())
+
+
+def test_a_mix_samples_each_input_with_a_seed_and_interleaves_them(tmp_path):
+    from samner_dspy.training.builders import labelled_mix
+
+    mit, wnut = write(tmp_path / "mit.txt", MIT), write(tmp_path / "wnut.conll", WNUT)
+    files = [(str(mit), "bio"), (str(wnut), "bio")]
+    everything, pool = labelled_mix(files)
+    assert [s.text for s in everything][:3] == ["brad pitt movies from 1999", "any good ones", "nolan and brad pitt"]
+    assert pool == ["ACTOR", "DIRECTOR", "YEAR", "corporation", "location"]
+    sample, _ = labelled_mix(files, per_input=1, seed=5)
+    assert len(sample) == 2 and all(s.entities for s in sample), "one sentence with entities from each file"
+    assert "@ada loves Berlin and Netflix" in [s.text for s in sample]
+    assert labelled_mix(files, per_input=1, seed=5)[0] == sample, "the same seed, the same sample"
+    with pytest.raises(ValueError, match="per_input must be positive"):
+        labelled_mix(files, per_input=0)

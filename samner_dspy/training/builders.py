@@ -39,7 +39,7 @@ import dspy
 from samner_dspy.adapters import IEPileAdapter, training_messages
 from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_training_type, project_type
 from samner_dspy.grounding import Located, Unlocated, locate, resolve_overlaps
-from samner_dspy.labelled import Sentence
+from samner_dspy.labelled import Sentence, read_labelled
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ground_candidates
@@ -496,6 +496,29 @@ def build(
     report.seconds = time.perf_counter() - started
     report_path(output).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def labelled_mix(
+    files: Sequence[tuple[str, str]], per_input: int | None = None, seed: int = 0
+) -> tuple[list[Sentence], list[str]]:
+    """The sentences of several labelled files ``(path, format)`` and the union of their types: every sentence
+    in file order, or a seeded sample of ``per_input`` sentences with entities from each file, shuffled together
+    so that a training run stopped early has seen every corpus."""
+    if per_input is not None and per_input <= 0:
+        raise ValueError(f"per_input must be positive, got {per_input}")
+    rng = random.Random(seed)
+    chosen: list[Sentence] = []
+    pool: set[str] = set()
+    for path, data_format in files:
+        sentences = list(read_labelled(path, data_format))  # type: ignore[arg-type]
+        pool.update(e.label for s in sentences for e in s.entities)
+        if per_input is not None:
+            with_entities = [s for s in sentences if s.entities]
+            sentences = rng.sample(with_entities, min(per_input, len(with_entities)))
+        chosen.extend(sentences)
+    if per_input is not None:
+        rng.shuffle(chosen)
+    return chosen, sorted(pool)
 
 
 def labelled_input(path: str) -> str | None:

@@ -21,8 +21,7 @@ def require_train_extra() -> None:
 
 
 def build_data(args: argparse.Namespace) -> int:
-    from samner_dspy.labelled import read_labelled
-    from samner_dspy.training.builders import build, default_source, labelled_input, report_path
+    from samner_dspy.training.builders import build, default_source, labelled_input, labelled_mix, report_path
     from samner_dspy.training.sources import iter_records
 
     def progress(report: Any) -> None:
@@ -31,15 +30,7 @@ def build_data(args: argparse.Namespace) -> int:
     inputs = args.input or []
     formats = [args.format or labelled_input(path) for path in inputs]
     if inputs and all(formats):
-        pool = sorted(
-            {
-                e.label
-                for path, f in zip(inputs, formats, strict=True)
-                for s in read_labelled(path, f)
-                for e in s.entities
-            }
-        )
-        records: Any = (s for path, f in zip(inputs, formats, strict=True) for s in read_labelled(path, f))
+        records, pool = labelled_mix(list(zip(inputs, formats, strict=True)), args.per_input, args.seed)
         source, extra = ", ".join(inputs), {"type_pool": pool, "negatives": args.negatives}
     elif any(formats) or len(inputs) > 1:
         raise SamnerError("several --input files must all be labelled data (BIO, or --format jsonl/gliner/docbin)")
@@ -95,6 +86,7 @@ def train_adapter(args: argparse.Namespace) -> int:
         seed=args.seed,
         resume=not args.no_resume,
         gradient_checkpointing=args.gradient_checkpointing,
+        top_layers=args.top_layers,
     )
     result = train(config)
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
@@ -194,6 +186,12 @@ def add_commands(commands: Any) -> None:
         default=3,
         help="labelled data: absent types each example asks about too (answered with empty lists)",
     )
+    data.add_argument(
+        "--per-input",
+        type=int,
+        help="labelled data: a seeded sample of this many sentences with entities from each input, shuffled "
+        "together (default: every sentence, in file order)",
+    )
     data.add_argument("--licence", help="the data's licence, recorded in the build report")
     data.add_argument("--data-files", help="files of a hub dataset to read (default for zjunlp/iepile: train.json)")
     data.add_argument("--split", default="train")
@@ -250,6 +248,7 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("--seed", type=int, default=42)
     fit.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     fit.add_argument("--gradient-checkpointing", action="store_true")
+    fit.add_argument("--top-layers", type=int, help="LoRA on the last N layers only: cheaper steps (default: all)")
     fit.set_defaults(handler=train_adapter)
 
     srv = commands.add_parser(

@@ -61,10 +61,15 @@ class TrainConfig:
     seed: int = 42
     resume: bool = True
     gradient_checkpointing: bool = False
+    top_layers: int | None = None
+    """LoRA on the last N transformer layers only (None: every layer). Backpropagation then stops below them, so a
+    step costs less: the forward pass is unchanged, the backward pass shrinks with N."""
 
     def __post_init__(self) -> None:
         if self.stage not in PAPER_LEARNING_RATES:
             raise SamnerError(f"stage must be one of {', '.join(PAPER_LEARNING_RATES)}, got {self.stage!r}")
+        if self.top_layers is not None and self.top_layers <= 0:
+            raise SamnerError(f"top_layers must be positive, got {self.top_layers}")
         for name in ("rank", "alpha", "cutoff_len", "batch_size", "grad_accum", "save_steps", "logging_steps"):
             if getattr(self, name) <= 0:
                 raise SamnerError(f"{name} must be positive, got {getattr(self, name)}")
@@ -226,6 +231,7 @@ def load_lora_model(config: TrainConfig) -> Any:
     """The base model with fresh LoRA weights (adapter weights are kept in float32 by peft)."""
     import torch
     from peft import LoraConfig, get_peft_model
+    from torch.nn import Linear
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if config.uses_bf16 else torch.float32
@@ -235,12 +241,20 @@ def load_lora_model(config: TrainConfig) -> Any:
     targets: str | list[str] = config.target_modules
     if targets != "all-linear":
         targets = [name.strip() for name in targets.split(",") if name.strip()]
+    layers: dict[str, Any] = {}
+    if config.top_layers is not None:
+        count = model.config.num_hidden_layers
+        layers = {"layers_to_transform": list(range(max(count - config.top_layers, 0), count))}
+        if targets == "all-linear":  # peft takes a layer subset only with module names: every linear one in a layer
+            linear = (name for name, module in model.named_modules() if isinstance(module, Linear))
+            targets = sorted({name.rsplit(".", 1)[-1] for name in linear if ".layers." in name})
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
+        **layers,
     )
     return get_peft_model(model, lora)
 

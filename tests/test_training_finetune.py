@@ -161,3 +161,33 @@ def test_top_layers_puts_lora_on_the_last_layers_only(tiny, tmp_path):
     assert layers(top) == {count - 1}
     with pytest.raises(SamnerError, match="top_layers must be positive"):
         TrainConfig("archetype", "d", "m", "o", top_layers=0)
+
+
+def test_every_checkpoint_is_exported_and_a_new_run_can_start_from_the_export(tiny, tmp_path):
+    """A run whose machine is lost: its exported adapter (committed) starts the next run, on a new output folder."""
+    import torch
+    from safetensors.torch import load_file
+
+    from samner_dspy.cli import main
+
+    data, base = tiny
+    export = tmp_path / "adapters" / "archetype"
+    common = f"train archetype --data {data} --base-model {base} --no-bf16 --grad-accum 1 --logging-steps 1 "
+    common += "--save-steps 2 --target-modules q_proj,v_proj --rank 4"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = [*common.split(), "-o", str(tmp_path / "first"), "--max-steps", "4", "--learning-rate", "1e-2"]
+        assert main([*first, "--export-dir", str(export)]) == 0
+        progress = json.loads((export / "samner_training_progress.json").read_text())
+        assert (progress["global_step"], [step for step, _ in progress["losses"]]) == (4, [1, 2, 3, 4])
+        exported = load_file(export / "adapter_model.safetensors")
+        assert exported.keys() == load_file(tmp_path / "first" / "adapter_model.safetensors").keys()
+        second = tmp_path / "second"  # a step too small to move the weights: they are where the run started
+        again = [*common.split(), "-o", str(second), "--max-steps", "1", "--learning-rate", "1e-12"]
+        assert main([*again, "--init-adapter", str(export)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    started = load_file(second / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in exported.items() if "lora_B" in k), "trained: B is no longer zero"
+    assert all(torch.allclose(started[k], exported[k], atol=1e-6) for k in exported)

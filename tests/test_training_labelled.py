@@ -154,3 +154,7 @@ def test_a_mix_samples_each_input_with_a_seed_and_interleaves_them(tmp_path):
     assert labelled_mix(files, per_input=1, seed=5)[0] == sample, "the same seed, the same sample"
     with pytest.raises(ValueError, match="per_input must be positive"):
         labelled_mix(files, per_input=0)
+    mit_only, _ = labelled_mix(files, per_input=[2, 1], seed=5)
+    assert sorted(s.text for s in mit_only)[0] == "@ada loves Berlin and Netflix" and len(mit_only) == 3
+    with pytest.raises(ValueError, match="gives 1 counts for 2 inputs"):
+        labelled_mix(files, per_input=[1])

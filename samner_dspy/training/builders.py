@@ -499,22 +499,25 @@ def build(
 
 
 def labelled_mix(
-    files: Sequence[tuple[str, str]], per_input: int | None = None, seed: int = 0
+    files: Sequence[tuple[str, str]], per_input: int | Sequence[int] | None = None, seed: int = 0
 ) -> tuple[list[Sentence], list[str]]:
     """The sentences of several labelled files ``(path, format)`` and the union of their types: every sentence
-    in file order, or a seeded sample of ``per_input`` sentences with entities from each file, shuffled together
-    so that a training run stopped early has seen every corpus."""
-    if per_input is not None and per_input <= 0:
+    in file order, or a seeded sample of ``per_input`` sentences with entities from each file (one count for
+    all, or one per file), shuffled together so that a training run stopped early has seen every corpus."""
+    counts = [per_input] * len(files) if per_input is None or isinstance(per_input, int) else list(per_input)
+    if len(counts) != len(files):
+        raise ValueError(f"per_input gives {len(counts)} counts for {len(files)} inputs")
+    if any(count is not None and count <= 0 for count in counts):
         raise ValueError(f"per_input must be positive, got {per_input}")
     rng = random.Random(seed)
     chosen: list[Sentence] = []
     pool: set[str] = set()
-    for path, data_format in files:
+    for (path, data_format), count in zip(files, counts, strict=True):
         sentences = list(read_labelled(path, data_format))  # type: ignore[arg-type]
         pool.update(e.label for s in sentences for e in s.entities)
-        if per_input is not None:
+        if count is not None:
             with_entities = [s for s in sentences if s.entities]
-            sentences = rng.sample(with_entities, min(per_input, len(with_entities)))
+            sentences = rng.sample(with_entities, min(count, len(with_entities)))
         chosen.extend(sentences)
     if per_input is not None:
         rng.shuffle(chosen)

@@ -30,7 +30,9 @@ def build_data(args: argparse.Namespace) -> int:
     inputs = args.input or []
     formats = [args.format or labelled_input(path) for path in inputs]
     if inputs and all(formats):
-        records, pool = labelled_mix(list(zip(inputs, formats, strict=True)), args.per_input, args.seed)
+        counts = [int(n) for n in args.per_input.split(",")] if args.per_input else None
+        per_input = counts[0] if counts and len(counts) == 1 else counts
+        records, pool = labelled_mix(list(zip(inputs, formats, strict=True)), per_input, args.seed)
         source, extra = ", ".join(inputs), {"type_pool": pool, "negatives": args.negatives}
     elif any(formats) or len(inputs) > 1:
         raise SamnerError("several --input files must all be labelled data (BIO, or --format jsonl/gliner/docbin)")
@@ -87,6 +89,9 @@ def train_adapter(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         gradient_checkpointing=args.gradient_checkpointing,
         top_layers=args.top_layers,
+        save_total_limit=args.save_total_limit,
+        export_dir=args.export_dir,
+        init_adapter=args.init_adapter,
     )
     result = train(config)
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
@@ -188,9 +193,8 @@ def add_commands(commands: Any) -> None:
     )
     data.add_argument(
         "--per-input",
-        type=int,
-        help="labelled data: a seeded sample of this many sentences with entities from each input, shuffled "
-        "together (default: every sentence, in file order)",
+        help="labelled data: a seeded sample of this many sentences with entities from each input (one count, "
+        "or one per input: 800,250,100), shuffled together (default: every sentence, in file order)",
     )
     data.add_argument("--licence", help="the data's licence, recorded in the build report")
     data.add_argument("--data-files", help="files of a hub dataset to read (default for zjunlp/iepile: train.json)")
@@ -249,6 +253,9 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     fit.add_argument("--gradient-checkpointing", action="store_true")
     fit.add_argument("--top-layers", type=int, help="LoRA on the last N layers only: cheaper steps (default: all)")
+    fit.add_argument("--save-total-limit", type=int, default=3, help="checkpoints kept in the output folder")
+    fit.add_argument("--export-dir", help="also save the adapter here at every checkpoint (a small folder to commit)")
+    fit.add_argument("--init-adapter", help="start from this adapter's weights when there is no checkpoint to resume")
     fit.set_defaults(handler=train_adapter)
 
     srv = commands.add_parser(

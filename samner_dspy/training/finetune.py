@@ -28,6 +28,7 @@ Stage = Literal["explorer", "anchor", "archetype"]
 PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "anchor": 2e-5, "archetype": 3e-5}
 """The paper trains no anchor (it serves IEPile's published LoRA): an anchor trained here takes the explorer's."""
 SUMMARY_FILE = "samner_training.json"
+PROGRESS_FILE = "samner_training_progress.json"
 IGNORE_INDEX = -100
 
 
@@ -62,6 +63,12 @@ class TrainConfig:
     resume: bool = True
     gradient_checkpointing: bool = False
     top_layers: int | None = None
+    export_dir: str | None = None
+    """At every checkpoint the adapter (and the losses so far) is also saved here: a small folder to commit, so a
+    run on a machine that is lost can start again from what it had learnt (see ``init_adapter``)."""
+    init_adapter: str | None = None
+    """Start from this adapter's weights instead of fresh ones, when ``output_dir`` holds no checkpoint to resume
+    (the step count and the learning-rate schedule start again)."""
     """LoRA on the last N transformer layers only (None: every layer). Backpropagation then stops below them, so a
     step costs less: the forward pass is unchanged, the backward pass shrinks with N."""
 
@@ -227,8 +234,9 @@ def _has_accelerator(torch: Any) -> bool:
     return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
-def load_lora_model(config: TrainConfig) -> Any:
-    """The base model with fresh LoRA weights (adapter weights are kept in float32 by peft)."""
+def load_lora_model(config: TrainConfig, warm_start: bool = True) -> Any:
+    """The base model with fresh LoRA weights, or ``config.init_adapter``'s when ``warm_start`` (adapter weights
+    are kept in float32 by peft)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from torch.nn import Linear
@@ -256,6 +264,10 @@ def load_lora_model(config: TrainConfig) -> Any:
         task_type="CAUSAL_LM",
         **layers,
     )
+    if warm_start and config.init_adapter:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
     return get_peft_model(model, lora)
 
 
@@ -272,12 +284,13 @@ def train(config: TrainConfig) -> TrainResult:
     tokenizer = load_tokenizer(config.base_model)
     dataset, skipped = tokenized_dataset(config, tokenizer)
     resume_from = last_checkpoint(config.output_dir) if config.resume else None
-    model = load_lora_model(config)
+    model = load_lora_model(config, warm_start=resume_from is None)
     trainer = Trainer(
         model=model,
         args=_training_arguments(config),
         train_dataset=dataset,
         data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[export_adapter(config)] if config.export_dir else None,
     )
     trainer.train(resume_from_checkpoint=resume_from)
     model.save_pretrained(config.output_dir)
@@ -297,6 +310,26 @@ def train(config: TrainConfig) -> TrainResult:
     }
     (Path(config.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def export_adapter(config: TrainConfig) -> Any:
+    """A Trainer callback: at every checkpoint, the adapter and the losses so far go to ``config.export_dir``."""
+    from transformers import TrainerCallback
+
+    class ExportAdapter(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            folder = Path(config.export_dir or "")
+            folder.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(folder)
+            progress = {
+                "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
+                "global_step": state.global_step,
+                "max_steps": state.max_steps,
+                "losses": [(int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e],
+            }
+            (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=2) + "\n", encoding="utf-8")
+
+    return ExportAdapter()
 
 
 def answer_loss(model: Any, batch: dict[str, Any]) -> float:

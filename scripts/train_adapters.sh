@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Train a stage's LoRA on the embedded model from ../shared/data/train, resumably: a rerun continues from the
+# last checkpoint in work/adapters/<stage> (sessions here stop at 180 minutes), and every checkpoint's adapter is
+# copied into adapters/<base model>/<stage>/ so what was learnt survives a new machine once committed.
+#
+#   bash scripts/train_adapters.sh archetype        # or: explorer, anchor
+#
+# Environment: SAMNER_TRAIN_DATA (default ../shared/data/train), SAMNER_TOP_LAYERS (default 12; empty for all),
+# SAMNER_PER_INPUT (sentences sampled from each corpus, in the order below), SAMNER_MAX_STEPS (-1: one epoch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:?usage: train_adapters.sh archetype|explorer|anchor}
+data=${SAMNER_TRAIN_DATA:-../shared/data/train}
+base=$(.venv/bin/python -c "from samner_dspy.hf_export import export_hf; print(export_hf().folder)")
+name=$(basename "$base")
+work=work/adapters/$stage
+mkdir -p "$work"
+set_file=work/sets/$stage.jsonl
+licence="Pile-NER CC BY-NC 4.0 (non-commercial); MIT Movie and Restaurant: none stated; WNUT-17 CC BY 4.0; \
+biomedical corpora CC BY 4.0"
+# Pile-NER (web text, hundreds of types: the nearest to CrossNER) weighs most; the biomedical corpora, five of
+# one or two types each, least. MIT Movie and Restaurant are other papers' zero-shot test sets: the anchor and
+# the archetype classifier may learn from them (never report such an adapter zero-shot on MIT); the explorer
+# keeps to Pile-NER's recall data.
+inputs=(-i "$data/pile-ner-dev/passages.bio" -i "$data/wnut17/train.conll")
+counts=800,250
+for corpus in BioNLP13CG BC5CDR NCBI-disease linnaeus AnatEM; do
+  inputs+=(-i "$data/bio/$corpus.train.tsv")
+  counts+=,60
+done
+if [ "$stage" = explorer ]; then
+  inputs=(-i "$data/pile-ner-dev/passages.bio")
+  counts=2217
+else
+  inputs+=(-i "$data/mit-movie/train.txt" -i "$data/mit-restaurant/train.txt")
+  counts+=,150,100
+fi
+if [ ! -s "$set_file" ]; then
+  mkdir -p work/sets
+  .venv/bin/samner build "$stage" "${inputs[@]}" --per-input "${SAMNER_PER_INPUT:-$counts}" --seed 0 \
+    -o "$set_file" --licence "$licence"
+fi
+top=${SAMNER_TOP_LAYERS-12}
+export_dir=adapters/$name/$stage
+warm=()
+[ -s "$export_dir/adapter_model.safetensors" ] && warm=(--init-adapter "$export_dir")
+.venv/bin/samner train "$stage" --data "$set_file" --base-model "$base" -o "$work" --export-dir "$export_dir" \
+  "${warm[@]}" --learning-rate 2e-4 --batch-size 1 --grad-accum 8 --epochs 1 --save-steps 5 --save-total-limit 2 \
+  --logging-steps 1 --max-steps "${SAMNER_MAX_STEPS:--1}" ${top:+--top-layers "$top"}

@@ -7,14 +7,17 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import dspy
 import httpx
 
 from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig, StructuredOutput
 from samner_dspy.errors import EndpointRequestError, EndpointUnreachableError
+
+if TYPE_CHECKING:
+    from samner_dspy.embedded import EmbeddedServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -203,6 +206,13 @@ def _embedded_endpoint(endpoint: Endpoint, api_base: str, dialect: StructuredOut
     )
 
 
+def _embedded_cache(cache: CachePolicy, server: EmbeddedServer) -> CachePolicy:
+    """dspy's response cache keys a request by model name and messages, not by URL, and every embedded server is
+    ``embedded``: a server with a LoRA keys its replies by the adapter too, so none is served the base model's."""
+    lora = server.lora_id
+    return replace(cache, revision=f"{cache.revision}+lora:{lora}") if lora else cache
+
+
 def build_backends(
     config: SamnerConfig,
     overrides: dict[str, dspy.BaseLM] | None = None,
@@ -226,7 +236,10 @@ def build_backends(
             # The anchor and the explorer send their requests at the same time (SAMNER._discover).
             discovery = [s for s in ("anchor", "explorer") if s in stages]
             shared_servers(
-                [embedded_role(s, first[s]) for s in stages], model, discovery if len(discovery) == 2 else ()
+                [embedded_role(s, first[s]) for s in stages],
+                model,
+                discovery if len(discovery) == 2 else (),
+                loras={embedded_role(s, first[s]): config.endpoint(s).adapter for s in stages},
             )
     backends: dict[str, StageBackend] = {}
     checked: set[str] = set()
@@ -238,27 +251,32 @@ def build_backends(
         configured = endpoint = config.endpoint(stage)
         model = configured.embedded_model(config.embedded_model)
         role = embedded_role(stage, first[stage])
+        cache = config.cache
         if configured.is_embedded:
             from samner_dspy.embedded import shared_server
 
-            endpoint = _embedded_endpoint(configured, shared_server(model, role).api_base)
+            server = shared_server(model, role, configured.adapter)
+            endpoint = _embedded_endpoint(configured, server.api_base)
+            cache = _embedded_cache(config.cache, server)
         if endpoint.api_base and endpoint.api_base not in checked:
             check_reachable(endpoint.api_base, stage)
             checked.add(endpoint.api_base)
-        lm = build_lm(endpoint, config.cache, self_hosted=configured.is_embedded)
+        lm = build_lm(endpoint, cache, self_hosted=configured.is_embedded)
         per_signature = None
         if configured.is_embedded:
 
             def embedded_lm(role: str, configured: Endpoint = configured, model: str | None = model) -> dspy.BaseLM:
-                server = shared_server(model, role)
-                return build_lm(_embedded_endpoint(configured, server.api_base), config.cache, self_hosted=True)
+                server = shared_server(model, role, configured.adapter)
+                endpoint = _embedded_endpoint(configured, server.api_base)
+                return build_lm(endpoint, _embedded_cache(config.cache, server), self_hosted=True)
 
             per_signature = _EmbeddedLMs(stage, embedded_lm, role, lm)
         dialect = endpoint.structured_output
+        named = configured.model if configured.embedded_model() else endpoint.model  # the trace names a chosen model
         backends[stage] = StageBackend(
             stage,
             lm,
-            configured.model if configured.embedded_model() else endpoint.model,  # the trace names a chosen model
+            f"{named}+lora:{configured.adapter}" if configured.is_embedded and configured.adapter else named,
             endpoint.api_base,
             dialect,
             # OpenAI-compatible servers that take a JSON schema (vLLM, OpenAI) return logprobs when asked; the

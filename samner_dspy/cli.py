@@ -310,6 +310,8 @@ def view(args: argparse.Namespace) -> int:
 def embedded(args: argparse.Namespace) -> int:
     from samner_dspy.embedded import EmbeddedServer, model_path
 
+    if args.adapter and args.action != "serve":
+        raise SamnerError("--adapter is only for serve")
     if args.action == "path":
         print(model_path(args.model))
         return 0
@@ -324,9 +326,10 @@ def embedded(args: argparse.Namespace) -> int:
         return 0
     if args.folder:
         raise SamnerError("a folder is only for export-hf")
-    server = EmbeddedServer(args.model, port=args.port)
+    server = EmbeddedServer(args.model, port=args.port, lora=args.adapter)
     with server:
-        print(f"serving {server.spec.description} at {server.api_base} (model name 'embedded'); Ctrl-C stops it")
+        lora = f" with the LoRA {server.lora}" if server.lora else ""
+        print(f"serving {server.spec.description}{lora} at {server.api_base} (model name 'embedded'); Ctrl-C stops it")
         print("configuration for SAMNER (save as samner.toml and pass --config samner.toml):\n")
         print(f'[defaults]\napi_base = "{server.api_base}"\nmodel = "openai/embedded"\nstructured_output = "llama_cpp"')
         sys.stdout.flush()
@@ -535,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("folder", nargs="?", help="export-hf: where (default ~/.cache/samner-dspy/hf/<model>)")
     local.add_argument("--model", help="qwen2.5-coder-0.5b (default) or qwen2.5-coder-1.5b")
     local.add_argument("--port", type=int, default=8080)
+    local.add_argument(
+        "--adapter",
+        help="serve: a LoRA to apply, the folder `samner train` wrote (converted to llama.cpp's format on first use, "
+        "kept as <folder>/adapter.gguf) or a llama.cpp GGUF adapter",
+    )
     local.set_defaults(handler=embedded)
 
     from samner_dspy.training.commands import add_commands  # build, train, serve: their libraries load on use

@@ -40,6 +40,9 @@ class Endpoint:
     num_retries: int = 2
     structured_output: StructuredOutput = "json_schema"
     """How to ask for schema-constrained decoding: ``json_schema`` (vLLM, OpenAI), ``llama_cpp``, or ``none``."""
+    adapter: str | None = None
+    """An embedded stage's LoRA: the folder ``samner train`` wrote (converted to llama.cpp's format on first use) or
+    a llama.cpp GGUF adapter; every server of the stage applies it. On vLLM the model name picks the LoRA instead."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -50,6 +53,11 @@ class Endpoint:
             )
         if self.max_tokens <= 0:
             raise ConfigError(f"max_tokens must be positive, got {self.max_tokens}")
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.is_embedded):
+            raise ConfigError(
+                f'adapter = {self.adapter!r} is for a stage on the embedded model (model = "embedded"), not '
+                f"{self.model}: on vLLM the model name picks the LoRA (hosted_vllm/<lora>, see samner serve)"
+            )
 
     @property
     def is_embedded(self) -> bool:
@@ -186,7 +194,7 @@ def _coerce_field(where: str, name: str, value: Any, current: Any) -> Any:
             return type(current)(value)
         except ValueError:
             raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from None
-    if name == "api_base" and value == "":
+    if name in ("api_base", "adapter") and value == "":
         return None
     return value
 

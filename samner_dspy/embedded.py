@@ -17,14 +17,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from samner_dspy.errors import EmbeddedModelError
+from samner_dspy.errors import AdapterError, EmbeddedModelError
 
 SERVED_NAME = "embedded"
 _PROMPT_EVAL = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
@@ -37,6 +37,8 @@ class EmbeddedModel:
     chunk_packages: tuple[str, ...]
     sha256: str
     install_hint: str
+    architecture: str = "qwen2"
+    """The GGUF's ``general.architecture``: what a LoRA served on it must be for."""
 
 
 MODELS: dict[str, EmbeddedModel] = {
@@ -119,6 +121,23 @@ def model_path(name: str | None = None) -> Path:
     return target
 
 
+def _lora_file(spec: EmbeddedModel, lora: str | os.PathLike[str]) -> Path:
+    """The llama.cpp adapter a server of ``spec`` loads: a PEFT folder checked against the model and converted (once),
+    or a ``.gguf`` as given (llama.cpp checks that one when it loads it)."""
+    from samner_dspy import gguf_lora
+
+    path = Path(lora).expanduser()
+    if path.is_dir():
+        trained_on = gguf_lora.read_adapter(path, spec.architecture).base_gguf_sha256
+        if trained_on is not None and trained_on != spec.sha256:
+            other = next((m.name for m in MODELS.values() if m.sha256 == trained_on), "another model")
+            raise AdapterError(
+                f"the adapter at {path} was trained on the Hugging Face export of {other}, but this server runs "
+                f"{spec.name}: a LoRA only works on the model it was trained on"
+            )
+    return gguf_lora.adapter_gguf(path, spec.architecture).resolve()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now, for a server of ours to take."""
     with socket.socket() as sock:
@@ -139,6 +158,7 @@ class EmbeddedServer:
         n_threads: int | None = None,
         prefix_store: bool | str | os.PathLike[str] | None = None,
         n_threads_batch: int | None = None,
+        lora: str | os.PathLike[str] | None = None,
     ) -> None:
         """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on
         ``n_threads_batch`` (default every core).
@@ -149,8 +169,13 @@ class EmbeddedServer:
 
         Decoding one token of a small model is bound by memory, not arithmetic: one thread decodes as fast as
         two here (31 tokens/s, 0.5B, 2 cores), and leaves the other core to a second server decoding beside
-        it (the anchor and the explorer). Prompt evaluation is arithmetic and uses every core."""
+        it (the anchor and the explorer). Prompt evaluation is arithmetic and uses every core.
+
+        ``lora``: a LoRA the server applies to every request, a PEFT folder (``samner train``'s output, converted to
+        llama.cpp's format on first use: :mod:`samner_dspy.gguf_lora`) or a llama.cpp GGUF adapter. Its prompt
+        states are kept apart from the base model's (the KV cache differs), in a prefix folder keyed by the adapter."""
         self.spec = model_spec(model)
+        self.lora: Path | None = _lora_file(self.spec, lora) if lora else None
         self.host = host
         self.port = port or free_port(host)
         self.n_ctx = n_ctx
@@ -159,11 +184,14 @@ class EmbeddedServer:
         self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
         if prefix_store is None:
             prefix_store = os.environ.get("SAMNER_PREFIX_STORE", "1") != "0"
+        self._lora_sha256: str | None = None
         self.prefix_store: Path | None = None
         if prefix_store is True:
             self.prefix_store = self.prefix_dir()
         elif prefix_store:
             self.prefix_store = Path(prefix_store)
+            if self.lora is not None:  # never the base model's states, nor another adapter's
+                self.prefix_store = self.prefix_store / f"lora-{self.lora_id}"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
@@ -195,6 +223,7 @@ class EmbeddedServer:
             # 311 MB for Qwen, that llama-cpp-python does not count against its size.)
             "--cache", "False",
             "--logits_all", "False",
+            *(["--lora_path", str(self.lora)] if self.lora is not None else []),
         ]  # fmt: skip
 
     def prefix_dir(self) -> Path:
@@ -207,9 +236,23 @@ class EmbeddedServer:
         except PackageNotFoundError:
             build = "missing"  # start() says so; the folder is never used
         settings = f"{self.spec.sha256} n_ctx={self.n_ctx} flash_attn=1 llama_cpp={build}"
+        if self.lora is not None:  # a LoRA changes every layer's KV: its states are its own
+            settings += f" lora={self.lora_id}"
         return (
             cache_dir().parent / "prefixes" / f"{self.spec.name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
         )
+
+    @property
+    def lora_id(self) -> str | None:
+        """The adapter by its content (12 hex digits of its GGUF's SHA-256), None without one: a retrained adapter
+        under the same path is another adapter, for the prefix store and for dspy's response cache."""
+        from samner_dspy.hf_export import _sha256
+
+        if self.lora is None:
+            return None
+        if self._lora_sha256 is None:
+            self._lora_sha256 = _sha256(self.lora)
+        return self._lora_sha256[:12]
 
     def start(self, timeout_s: float = 180.0) -> EmbeddedServer:
         if self._process is not None:
@@ -229,7 +272,9 @@ class EmbeddedServer:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
-                raise EmbeddedModelError(f"the embedded server exited with code {code}; see {self.log_path}")
+                raise EmbeddedModelError(
+                    f"the embedded server exited with code {code}; see {self.log_path}{self._lora_failure()}"
+                )
             if self._listening():
                 try:
                     if httpx.get(f"{self.api_base}/models", timeout=2).status_code == 200:
@@ -239,6 +284,23 @@ class EmbeddedServer:
             time.sleep(0.05)  # a server answers about 1-3 s after its start: poll finely, it is on the critical path
         self.stop()
         raise EmbeddedModelError(f"the embedded server did not answer at {self.api_base} within {timeout_s:.0f} s")
+
+    def _lora_failure(self) -> str:
+        """llama.cpp's own words when it refused the adapter (a wrong base model, say), from the log's new part."""
+        if self.lora is None:
+            return ""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_start)
+                lines = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        said = [
+            line.strip()
+            for line in lines
+            if "lora" in line.lower() and ("error" in line.lower() or "failed" in line.lower())
+        ]
+        return f" (the LoRA {self.lora}: {said[0]})" if said else ""
 
     def _listening(self) -> bool:
         """Whether the server's port takes connections yet: a bare connect costs microseconds, where an HTTP
@@ -289,7 +351,8 @@ def stop_all(servers: Iterable[EmbeddedServer]) -> None:
             process.wait()
 
 
-_shared: dict[tuple[str, str], EmbeddedServer] = {}
+_shared: dict[tuple[str, str, str | None], EmbeddedServer] = {}
+"""(model, role, LoRA as configured or None) -> its server."""
 _shared_lock = threading.Lock()
 
 
@@ -300,7 +363,10 @@ def _stop_shared() -> None:
 
 
 def shared_servers(
-    roles: Iterable[str], model: str | None = None, side_by_side: Iterable[str] = ()
+    roles: Iterable[str],
+    model: str | None = None,
+    side_by_side: Iterable[str] = (),
+    loras: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> dict[str, EmbeddedServer]:
     """One embedded server per role for the whole process, started together and stopped at exit.
 
@@ -313,24 +379,39 @@ def shared_servers(
     ``side_by_side`` roles send their requests at the same time (the anchor and the explorer): each evaluates
     its prompt on one core, as it decodes, since llama.cpp's threads spin while they wait for each other and
     two servers with a thread per core each take turns on the cores (2 s of a first annotation's prompts).
+
+    ``loras`` gives a role a LoRA (a PEFT folder or a GGUF adapter, see :class:`EmbeddedServer`); a role with one
+    is another server than the same role without. llama-cpp-python reads the weights into memory rather than
+    mapping them when it applies a LoRA, so such a server holds a copy of its own (0.5 GB for the 0.5B).
     """
     name = model_spec(model).name
     roles = list(dict.fromkeys(roles))
     paired = set(side_by_side)
+    lora_of = {role: _lora_path(loras.get(role)) if loras else None for role in roles}
     with _shared_lock:
-        missing = [role for role in roles if (name, role) not in _shared]
+        missing = [role for role in roles if (name, role, lora_of[role]) not in _shared]
         started = {
-            role: EmbeddedServer(name, log_path=_role_log(role), n_threads_batch=1 if role in paired else None)
+            role: EmbeddedServer(
+                name,
+                log_path=_role_log(role),
+                n_threads_batch=1 if role in paired else None,
+                lora=lora_of[role],
+            )
             for role in missing
         }
         with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
             failures = [f.exception() for f in [pool.submit(server.start) for server in started.values()]]
         for (role, server), failure in zip(started.items(), failures, strict=True):
             if failure is None:
-                _shared[(name, role)] = server
+                _shared[(name, role, lora_of[role])] = server
         if error := next((f for f in failures if f is not None), None):
             raise error
-        return {role: _shared[(name, role)] for role in roles}
+        return {role: _shared[(name, role, lora_of[role])] for role in roles}
+
+
+def _lora_path(lora: str | os.PathLike[str] | None) -> str | None:
+    """A LoRA as one string however it was spelt (relative, with ``~``), so one adapter gets one server per role."""
+    return str(Path(lora).expanduser().resolve()) if lora else None
 
 
 def running_servers() -> list[EmbeddedServer]:
@@ -339,9 +420,11 @@ def running_servers() -> list[EmbeddedServer]:
         return list(_shared.values())
 
 
-def shared_server(model: str | None = None, role: str = "default") -> EmbeddedServer:
-    """The process-wide embedded server of one role (see :func:`shared_servers`)."""
-    return shared_servers([role], model)[role]
+def shared_server(
+    model: str | None = None, role: str = "default", lora: str | os.PathLike[str] | None = None
+) -> EmbeddedServer:
+    """The process-wide embedded server of one role, with ``lora`` or none (see :func:`shared_servers`)."""
+    return shared_servers([role], model, loras={role: lora} if lora else None)[role]
 
 
 def _role_log(role: str) -> Path:

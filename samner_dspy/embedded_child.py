@@ -4,7 +4,8 @@ A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its s
 would live on as an orphan; so the server watches its parent and exits with it. It also decodes greedy,
 grammar-constrained requests with :mod:`samner_dspy.embedded_sampling` (the same tokens, about twice as fast),
 and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.embedded_prefixes`).
-It also takes OpenAI's ``json_schema`` response format, which llama-cpp-python's server refuses, as the
+A LoRA llama.cpp refuses stops it (llama-cpp-python would serve the base model). It also takes OpenAI's
+``json_schema`` response format, which llama-cpp-python's server refuses, as the
 ``json_object`` with a ``schema`` that it understands: the program then asks it as it asks vLLM, through
 dspy's own OpenAI-compatible client, without importing LiteLLM (about 4 s of a first annotation on 2 cores).
 
@@ -80,6 +81,26 @@ def _install_json_schema_format() -> None:
     server_app.create_app = lambda *args, **kwargs: accepting_json_schema(create_app(*args, **kwargs))
 
 
+def refuse_failed_lora() -> None:
+    """Make a LoRA that llama.cpp refuses stop the server. llama-cpp-python checks the adapter llama.cpp returns with
+    ``is None``, but a refused one (another model's, say) comes back as a NULL ctypes pointer, which is not None: the
+    server would start and answer on the base model as if it had the LoRA."""
+    from llama_cpp import llama_cpp
+
+    original = llama_cpp.llama_adapter_lora_init
+    if getattr(original, "_samner_checked", False):
+        return
+
+    def checked(model: Any, path: bytes) -> Any:
+        adapter = original(model, path)
+        if not adapter:
+            raise RuntimeError(f"llama.cpp could not load the LoRA adapter {path.decode(errors='replace')}")
+        return adapter
+
+    checked._samner_checked = True  # type: ignore[attr-defined]
+    llama_cpp.llama_adapter_lora_init = checked
+
+
 def main() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     from samner_dspy.embedded_sampling import install
@@ -92,6 +113,8 @@ def main() -> None:
         embedded_prefixes.install(embedded_prefixes.PrefixStore(args[1]))
         args = args[2:]
     _install_json_schema_format()
+    if "--lora_path" in args:
+        refuse_failed_lora()
     sys.argv = ["llama_cpp.server", *args]
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 

@@ -46,6 +46,11 @@ class EmbeddedModelError(SamnerError, RuntimeError):
     """The embedded model is missing, corrupt, or its server failed to start."""
 
 
+class AdapterError(SamnerError, ValueError):
+    """A LoRA adapter the embedded model cannot serve: not a PEFT LoRA, DoRA, a module or base architecture that
+    llama.cpp's adapter format (as converted here) does not cover, or one trained on another model."""
+
+
 def describe(exc: BaseException) -> str:
     """One line for an exception in output files and messages: its type and its message."""
     return f"{type(exc).__name__}: {exc}"

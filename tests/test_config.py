@@ -144,14 +144,14 @@ def test_embedded_stages_send_each_prompt_family_to_a_server_of_its_own(monkeypa
 
     started: list[str] = []
 
-    def fake_server(model=None, role="default"):
+    def fake_server(model=None, role="default", lora=None):
         if role not in started:
             started.append(role)
-        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index(role)}/v1")
+        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index(role)}/v1", lora_id=None)
 
     paired: list[list[str]] = []
 
-    def fake_servers(roles, model=None, side_by_side=()):
+    def fake_servers(roles, model=None, side_by_side=(), loras=None):
         paired.append(list(side_by_side))
         return {r: fake_server(model, r) for r in roles}
 
@@ -197,13 +197,15 @@ def test_a_stage_can_run_on_another_embedded_model(monkeypatch, tmp_path):
 
     started: list[tuple[str | None, str]] = []
 
-    def fake_server(model=None, role="default"):
+    def fake_server(model=None, role="default", lora=None):
         if (model, role) not in started:
             started.append((model, role))
-        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index((model, role))}/v1")
+        return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + started.index((model, role))}/v1", lora_id=None)
 
     monkeypatch.setattr(
-        embedded, "shared_servers", lambda roles, model=None, side_by_side=(): {r: fake_server(model, r) for r in roles}
+        embedded,
+        "shared_servers",
+        lambda roles, model=None, side_by_side=(), loras=None: {r: fake_server(model, r) for r in roles},
     )
     monkeypatch.setattr(embedded, "shared_server", fake_server)
     monkeypatch.setattr(backends_module, "check_reachable", lambda api_base, stage: None)

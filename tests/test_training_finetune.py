@@ -191,3 +191,41 @@ def test_every_checkpoint_is_exported_and_a_new_run_can_start_from_the_export(ti
     started = load_file(second / "adapter_model.safetensors")
     assert any(v.abs().sum() > 0 for k, v in exported.items() if "lora_B" in k), "trained: B is no longer zero"
     assert all(torch.allclose(started[k], exported[k], atol=1e-6) for k in exported)
+
+
+def test_the_lm_head_runs_on_answer_positions_only_and_the_loss_is_the_same(tiny, tmp_path):
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from samner_dspy.training.builders import read_examples
+    from samner_dspy.training.finetune import (
+        PadCollator,
+        answer_only_trainer,
+        encode,
+        load_lora_model,
+        load_tokenizer,
+    )
+
+    data, base = tiny
+    model = load_lora_model(TrainConfig("archetype", str(data), str(base), str(tmp_path / "a"), bf16=False))
+    tokenizer = load_tokenizer(str(base))
+    batch = PadCollator(tokenizer.pad_token_id)([encode(tokenizer, m, 4096) for m in list(read_examples(data))[:2]])
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none")
+    trainer = answer_only_trainer(Trainer)(model=model, args=args)
+    assert trainer.answer_only
+    head = model.get_base_model().lm_head
+    seen: list[int] = []
+    handle = head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    try:
+        answer_only = trainer.compute_loss(model, batch)
+        answer_only.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        full = model(**batch).loss
+        full.backward()
+    finally:
+        handle.remove()
+    width = batch["input_ids"].shape[1]
+    assert seen[0] < width / 2 and seen[1] == width, "the head saw the answer positions, then every position"
+    assert torch.allclose(answer_only, full, atol=1e-5), (answer_only, full)
+    assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters() if n in grads)

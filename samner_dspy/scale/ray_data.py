@@ -57,14 +57,19 @@ ERRORS = "errors"
 
 def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
     """Embedded stages point at ``api_base`` (a server of the embedded model), else at the embedded server of
-    their model that this driver starts: workers must not each start one."""
+    their model that this driver starts: workers must not each start one. A stage with a LoRA (``adapter``) gets a
+    server of its own, named after the stage; ``api_base`` serves whatever it serves."""
     embedded = [s for s in STAGES if config.endpoint(s).is_embedded]
     if not embedded:
         return config
     from samner_dspy.embedded import shared_server
 
     def served_at(stage: str) -> str:
-        return api_base or shared_server(config.endpoint(stage).embedded_model(config.embedded_model)).api_base
+        endpoint = config.endpoint(stage)
+        role = stage if endpoint.adapter else "default"
+        return (
+            api_base or shared_server(endpoint.embedded_model(config.embedded_model), role, endpoint.adapter).api_base
+        )
 
     return replace(
         config,

@@ -285,7 +285,7 @@ def train(config: TrainConfig) -> TrainResult:
     dataset, skipped = tokenized_dataset(config, tokenizer)
     resume_from = last_checkpoint(config.output_dir) if config.resume else None
     model = load_lora_model(config, warm_start=resume_from is None)
-    trainer = Trainer(
+    trainer = answer_only_trainer(Trainer)(
         model=model,
         args=_training_arguments(config),
         train_dataset=dataset,
@@ -310,6 +310,48 @@ def train(config: TrainConfig) -> TrainResult:
     }
     (Path(config.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def answer_only_trainer(trainer: type) -> type:
+    """``trainer`` whose loss runs the LM head on the answer positions only.
+
+    Only the answer's tokens carry loss, yet a causal LM's forward pass projects every position onto the
+    vocabulary (151k entries for Qwen2.5, about a quarter of the 0.5B model's compute) and back-propagates
+    through all of it. ``logits_to_keep`` asks the model for the positions that predict an answer token, so
+    the prompt's positions never reach the head. The loss is each micro-batch's mean over its answer tokens
+    (the trainer divides it over gradient accumulation); a model without ``logits_to_keep`` keeps the
+    trainer's own loss.
+    """
+    import inspect
+
+    import torch
+
+    class AnswerOnlyTrainer(trainer):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            forward = inspect.signature(self.model.get_base_model().forward).parameters
+            self.answer_only = "logits_to_keep" in forward
+            if self.answer_only:
+                self.model_accepts_loss_kwargs = False  # a per-batch mean: the trainer scales it for accumulation
+                self.loss_is_scaled_for_ga = False
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if not self.answer_only:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            targets = inputs["labels"][:, 1:]  # the logits at position t predict token t + 1
+            keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+            outputs = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep
+            )
+            logits = outputs.logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=IGNORE_INDEX
+            )
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerOnlyTrainer
 
 
 def export_adapter(config: TrainConfig) -> Any:

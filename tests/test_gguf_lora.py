@@ -564,3 +564,19 @@ def test_on_ray_a_stage_with_a_lora_gets_a_server_of_its_own(monkeypatch):
     served = ray_data._served(config)
     assert sorted(set(asked)) == [("default", None), ("explorer", "adapters/explorer")]
     assert served.explorer.api_base != served.anchor.api_base and served.explorer.adapter is None
+
+
+def test_the_committed_archetype_adapter_converts_for_the_embedded_model(tmp_path):
+    """The adapter this repository ships: a PEFT LoRA on the last 12 of the 0.5B's 24 layers that converts to
+    llama.cpp's format (the embedded engine loads the converted file)."""
+    import gguf
+
+    from samner_dspy.gguf_lora import convert, read_adapter
+
+    folder = Path(__file__).resolve().parents[1] / "adapters" / "qwen2.5-coder-0.5b" / "archetype"
+    adapter = read_adapter(folder, "qwen2")
+    layers = {int(m.name.split(".")[1]) for m in adapter.modules}
+    assert layers == set(range(12, 24)) and len(adapter.modules) == 12 * 7
+    assert {m.rank for m in adapter.modules} == {8} and adapter.alpha == 16
+    reader = gguf.GGUFReader(convert(folder, tmp_path / "archetype.gguf", "qwen2"))
+    assert len(reader.tensors) == 2 * len(adapter.modules)

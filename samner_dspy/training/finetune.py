@@ -363,6 +363,7 @@ def export_adapter(config: TrainConfig) -> Any:
             folder = Path(config.export_dir or "")
             folder.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(folder)
+            (folder / "README.md").unlink(missing_ok=True)  # peft's blank card template; the real card sits above
             progress = {
                 "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
                 "global_step": state.global_step,

@@ -110,6 +110,10 @@ def test_several_inputs_must_all_be_labelled_data(tmp_path, capsys):
     other.write_text("{}\n", encoding="utf-8")
     code = main(["build", "explorer", "-i", str(mit), "-i", str(other), "-o", str(tmp_path / "o.jsonl")])
     assert code != 0 and "must all be labelled data" in capsys.readouterr().err
+    assert main(["build", "anchor", "-i", str(other), "-o", str(tmp_path / "o.jsonl")]) != 0
+    assert "anchor examples are built from labelled data" in capsys.readouterr().err
+    assert main(["build", "anchor", "-i", str(mit), "--per-input", "x", "-o", str(tmp_path / "o.jsonl")]) != 0
+    assert "--per-input takes a count" in capsys.readouterr().err
 
 
 def test_archetype_examples_from_labelled_data_project_through_the_written_table(tmp_path):

@@ -473,6 +473,8 @@ def build(
                         example = labelled_extraction_example(record, pool, negatives, sampler)
                 elif kind == "archetype":
                     example = iepile_example(record, notes, conditioning, numeric, occurrences)
+                elif kind == "anchor":
+                    raise ValueError("anchor examples are built from labelled sentences (samner_dspy.labelled)")
                 else:
                     example = pile_ner_example(record, notes)
             except Skip as skip:

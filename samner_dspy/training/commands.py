@@ -30,12 +30,17 @@ def build_data(args: argparse.Namespace) -> int:
     inputs = args.input or []
     formats = [args.format or labelled_input(path) for path in inputs]
     if inputs and all(formats):
-        counts = [int(n) for n in args.per_input.split(",")] if args.per_input else None
+        try:
+            counts = [int(n) for n in args.per_input.split(",")] if args.per_input else None
+        except ValueError:
+            raise SamnerError(f"--per-input takes a count or one per input (800,250), got {args.per_input!r}") from None
         per_input = counts[0] if counts and len(counts) == 1 else counts
         records, pool = labelled_mix(list(zip(inputs, formats, strict=True)), per_input, args.seed)
         source, extra = ", ".join(inputs), {"type_pool": pool, "negatives": args.negatives}
     elif any(formats) or len(inputs) > 1:
         raise SamnerError("several --input files must all be labelled data (BIO, or --format jsonl/gliner/docbin)")
+    elif args.kind == "anchor":
+        raise SamnerError("anchor examples are built from labelled data: give -i FILE (BIO, or --format ...)")
     else:
         hub_id, hub_files = default_source(args.kind)
         source = inputs[0] if inputs else hub_id

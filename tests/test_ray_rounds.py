@@ -258,7 +258,14 @@ def test_rounds_on_the_embedded_model_equal_local_batches(ray_session, embedded_
     out = tmp_path / "out"
     run = annotate_corpus(str(write_jsonl(tmp_path / "in.jsonl", texts)), str(out), schema, config, llm=llm)
     assert (run.written, run.failed) == (len(texts), 0), read_output(str(out), errors=True)
-    assert {r["index"]: r["entities"] for r in read_output(str(out))} == local
+    on_ray = {r["index"]: r["entities"] for r in read_output(str(out))}
+    if on_ray != local:
+        # One llama.cpp slot reuses the longest prefix of the previous prompt, and the rounds send the stages'
+        # prompts in another order than a local batch: the rest of a prompt evaluated in another batch can move
+        # logits in their last bits and flip a greedy token (README, "The embedded model"). A local batch run
+        # again, after the rounds, meets such a state too; the rounds must agree with one of the two.
+        again = list(SAMNER(config).batch(texts, schema, concurrency=1))
+        assert on_ray == {item.index: [e.to_dict() for e in item.prediction.entities] for item in again}, local
     assert any(local.values())  # the comparison is not between empty results
 
 

@@ -178,7 +178,10 @@ def test_every_checkpoint_is_exported_and_a_new_run_can_start_from_the_export(ti
     torch.set_num_threads(1)
     try:
         first = [*common.split(), "-o", str(tmp_path / "first"), "--max-steps", "4", "--learning-rate", "1e-2"]
+        export.mkdir(parents=True)
+        (export / "README.md").write_text("# the model card\n", encoding="utf-8")
         assert main([*first, "--export-dir", str(export)]) == 0
+        assert (export / "README.md").read_text(encoding="utf-8") == "# the model card\n", "the card survives"
         progress = json.loads((export / "samner_training_progress.json").read_text())
         assert (progress["global_step"], [step for step, _ in progress["losses"]]) == (4, [1, 2, 3, 4])
         exported = load_file(export / "adapter_model.safetensors")

@@ -362,8 +362,13 @@ def export_adapter(config: TrainConfig) -> Any:
         def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             folder = Path(config.export_dir or "")
             folder.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(folder)
-            (folder / "README.md").unlink(missing_ok=True)  # peft's blank card template; the real card sits above
+            card = folder / "README.md"
+            kept = card.read_text(encoding="utf-8") if card.is_file() else None
+            model.save_pretrained(folder)  # peft writes its blank card template over README.md: keep the real card
+            if kept is None:
+                card.unlink(missing_ok=True)
+            else:
+                card.write_text(kept, encoding="utf-8")
             progress = {
                 "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
                 "global_step": state.global_step,

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 from samner_dspy import SAMNER
-from samner_dspy.embedded import running_servers
 from samner_dspy.evals.crossner import load_crossner
 from samner_dspy.evals.metric import Scores, gold_mentions, label_accuracy, macro_average, score, span_score
 from samner_dspy.evals.paired import compare
+from samner_dspy.formats.records import read_records
 from samner_dspy.programs import DirectNER
-from samner_dspy.records import read_records
 from samner_dspy.schema import Schema
+from samner_dspy.serving.embedded import running_servers
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 DOMAINS = "ai,literature,music,politics,science"

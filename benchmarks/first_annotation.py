@@ -3,7 +3,7 @@
     python benchmarks/first_annotation.py --rounds 2 --output benchmarks/results/first_annotation.jsonl
 
 Each round times the command in three states of the embedded servers' prefix store
-(:mod:`samner_dspy.embedded_prefixes`), each in a fresh ``SAMNER_HOME`` that shares the joined model file:
+(:mod:`samner_dspy.serving.embedded_prefixes`), each in a fresh ``SAMNER_HOME`` that shares the joined model file:
 
 - ``cold``: the store off (``SAMNER_PREFIX_STORE=0``): every stage's whole prompt is evaluated;
 - ``after set-up``: the store holds only what set-up's ``samner embedded check`` left (another sentence and
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from samner_dspy.embedded import cache_dir, model_path
+from samner_dspy.serving.embedded import cache_dir, model_path
 
 COMMAND = [
     "annotate",

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,16 +26,9 @@ import ray
 
 from samner_dspy import SamnerConfig
 from samner_dspy.scale import HttpEndpoint, VllmEngine, annotate_corpus
+from samner_dspy.serving.stand_in import stand_in_process
 
 SCHEMA = ["person", "city"]
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "samner_dspy.stand_in", "--latency", str(latency)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
 
 
 def seconds(folder: Path, n: int, config: SamnerConfig, name: str, **options: Any) -> float:
@@ -87,7 +78,7 @@ def main() -> None:
             small, large = rates(folder, n, config, "vllm", llm=engine, **options)
             print(f"vLLM engine, {args.replicas} replicas: {small:.2f} sentences/s on {n}, {large:.2f} on {2 * n}")
             return
-        server, api_base = start_server(args.latency)
+        server, api_base = stand_in_process(args.latency)
         config = SamnerConfig.vllm(api_base=api_base)
         llm = HttpEndpoint(api_base, concurrency=args.http_actors, batch_size=args.batch_size)
         print(f"stand-in latency {args.latency * 1000:.0f} ms, {args.num_cpus} logical CPUs", flush=True)

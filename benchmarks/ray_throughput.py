@@ -2,7 +2,7 @@
 
     python benchmarks/ray_throughput.py --latency 1.0 --workers 1,2,4 --threads 4
 
-The server is `samner_dspy.stand_in` in its own process. Each of the pipeline's three steps (discovery,
+The server is `samner_dspy.serving.stand_in` in its own process. Each of the pipeline's three steps (discovery,
 mediation, calibration) is a pool of ``workers`` actors that each keep ``threads`` rows in flight, and the
 steps run at once on different rows, so each step completes ``workers * threads`` rows per round trip:
 ``ideal = workers * threads / latency`` sentences per second. Ray Data may queue more than one batch on an
@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,14 +24,7 @@ import ray
 
 from samner_dspy import SamnerConfig
 from samner_dspy.scale import annotate_corpus
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "samner_dspy.stand_in", "--latency", str(latency)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+from samner_dspy.serving.stand_in import stand_in_process
 
 
 def run(folder: Path, n: int, config: SamnerConfig, workers: int, threads: int) -> tuple[float, int]:
@@ -61,7 +52,7 @@ def main() -> None:
 
     ray.init(num_cpus=args.num_cpus, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    server, api_base = start_server(args.latency)
+    server, api_base = stand_in_process(args.latency)
     folder = Path(tempfile.mkdtemp(prefix="samner-ray-bench-"))
     try:
         config = SamnerConfig.vllm(api_base=api_base)

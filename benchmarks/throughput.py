@@ -3,7 +3,7 @@
     python benchmarks/throughput.py --latency 0.1 --concurrency 1,8,32
     python benchmarks/throughput.py --latency 0 --concurrency 1          # the program's own overhead
 
-The server is `samner_dspy.stand_in` in its own process (so its CPU time is not the program's). The
+The server is `samner_dspy.serving.stand_in` in its own process (so its CPU time is not the program's). The
 ideal is what latency, concurrency and the stage dependency chain allow: with the two extractors in
 parallel, then the archetype stage, then calibration, a sentence needs three sequential round trips,
 so ``ideal = concurrency / (3 * latency)`` sentences per second.
@@ -12,25 +12,16 @@ so ``ideal = concurrency / (3 * latency)`` sentences per second.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from itertools import cycle, islice
 from pathlib import Path
 
 from samner_dspy import SAMNER, SamnerConfig, Schema
 from samner_dspy.evals.crossner import read_bio
+from samner_dspy.serving.stand_in import stand_in_process
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner" / "music" / "test.txt"
 ROUND_TRIPS = 3
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "samner_dspy.stand_in", "--latency", str(latency)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
 
 
 def measure(program: SAMNER, texts: list[str], schema: Schema, concurrency: int) -> tuple[float, int, float]:
@@ -53,7 +44,7 @@ def main() -> None:
 
     sentences = [s.text for s in read_bio(args.data)] if args.data.is_file() else ["Ada Lovelace met Zoë in Paris."]
     schema = Schema.from_name("crossner:music")
-    server, api_base = start_server(args.latency)
+    server, api_base = stand_in_process(args.latency)
     try:
         config = SamnerConfig.vllm(api_base=api_base)
         for modes in ({}, {"ccr": "verify", "calibration": "entity"}):

@@ -33,13 +33,13 @@ from typing import TextIO
 import psutil
 
 from samner_dspy import SAMNER
-from samner_dspy.embedded import free_port, running_servers
 from samner_dspy.evals.crossner import load_crossner
-from samner_dspy.hf_export import export_hf
-from samner_dspy.records import read_records
+from samner_dspy.formats.records import read_records
 from samner_dspy.schema import Schema
+from samner_dspy.serving.embedded import free_port, running_servers
+from samner_dspy.serving.hf_export import export_hf
+from samner_dspy.serving.vllm_server import VllmServer, metric_total
 from samner_dspy.training import serve
-from samner_dspy.vllm_server import VllmServer, metric_total
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 

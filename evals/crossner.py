@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.labelled import Sentence, bio_sentence, read_bio_file
+from samner_dspy.formats.labelled import Sentence, bio_sentence, read_bio_file
 from samner_dspy.schema import CROSSNER_DOMAINS, crossner_label_name
 
 HF_DATASET = "DFKI-SLT/cross_ner"

@@ -1,5 +1,5 @@
 """Any labelled data for ``samner eval``: BIO/CoNLL files, JSON Lines with character spans, GLiNER's JSON, spaCy
-DocBin, read by :mod:`samner_dspy.labelled` into the sentences CrossNER gives, so the runner, resume and report
+DocBin, read by :mod:`samner_dspy.formats.labelled` into the sentences CrossNER gives, so the runner, resume and report
 are the same.
 Gold labels are matched against the schema (case and spacing repaired); a label the schema lacks is an error,
 since the program could never predict it and every such mention would count as a silent miss.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from samner_dspy.labelled import DATA_FORMATS, DataFormat, GoldEntity, Sentence, guess_format, read_labelled
+from samner_dspy.formats.labelled import DATA_FORMATS, DataFormat, GoldEntity, Sentence, guess_format, read_labelled
 from samner_dspy.schema import Schema
 
 __all__ = ["DATA_FORMATS", "DataFormat", "guess_format", "load_labelled"]

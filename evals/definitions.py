@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+from samner_dspy.data import load_data
 from samner_dspy.errors import SchemaError
-from samner_dspy.labelled import Sentence
-from samner_dspy.resources import load_data
+from samner_dspy.formats.labelled import Sentence
 from samner_dspy.schema import Schema, crossner_schema
 
 LabelNames = Literal["readable", "raw"]

@@ -9,7 +9,7 @@ import dspy
 from dspy.teleprompt import BootstrapFewShot
 
 from samner_dspy.evals.metric import score
-from samner_dspy.labelled import Sentence
+from samner_dspy.formats.labelled import Sentence
 from samner_dspy.programs.program import ConfiguredProgram
 from samner_dspy.schema import Schema
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from samner_dspy.labelled import Sentence
+from samner_dspy.formats.labelled import Sentence
 
 Mention = tuple[int, int, str]
 """``(start, end, label)``: a labelled span of a sentence's text, in character offsets (end exclusive)."""

@@ -23,6 +23,7 @@ from samner_dspy.evals.metric import (
 )
 from samner_dspy.evals.paired import BASELINE, Bootstrap, compare
 from samner_dspy.evals.runner import BASELINES, TITLES
+from samner_dspy.grounding import Located, locate, resolve_overlaps
 from samner_dspy.tagging import occurrence_keys
 from samner_dspy.types import Span
 
@@ -46,6 +47,45 @@ def classified_spans(record: dict[str, Any]) -> list[tuple[int, int, str]]:
     spans = [Span(int(start), int(end), str(text)) for start, end, text, *_ in grounded]
     keys = dict(zip(spans, occurrence_keys(spans), strict=True))
     return [(span.start, span.end, answers[keys[span]]) for span in spans if keys[span] in answers]
+
+
+DISCOVERY_STAGES = ("anchor", "explorer", "grounding")
+"""The stages whose spans :func:`stage_spans` scores: each extractor alone, and what consensus kept (grounding)."""
+
+
+def stage_spans(record: dict[str, Any], stage: str) -> list[tuple[int, int, str]] | None:
+    """``(start, end, "")`` of the spans one discovery stage gave the record's text, or None when it did not run.
+
+    An extractor's mentions are located as the program locates them (every whole-word occurrence; of overlapping
+    ones the longest stays), so its precision and recall are what it alone would give; ``grounding`` is what
+    consensus kept."""
+    stages = {entry.get("stage"): entry for entry in record["trace"]["stages"]}
+    if stage not in stages:
+        return None
+    outputs = stages[stage].get("outputs") or {}
+    if stage == "grounding":
+        return [(int(start), int(end), "") for start, end, *_ in outputs.get("spans") or []]
+    found = [locate(record["text"], mention) for mention in outputs.get("mentions") or {}]
+    kept, _ = resolve_overlaps([span for hit in found if isinstance(hit, Located) for span in hit.spans])
+    return [(span.start, span.end, "") for span in kept]
+
+
+def discovery_by_stage(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Span scores (labels ignored) of each discovery stage that ran on every record, per domain."""
+    scores: dict[str, dict[str, Any]] = {}
+    for stage in DISCOVERY_STAGES:
+        predicted = [stage_spans(r, stage) for r in records]
+        if not records or any(spans is None for spans in predicted):
+            continue
+        if stage == "grounding" and not scores:
+            continue  # a single-request program: its grounded spans are the discovery table's row already
+        by_domain = {}
+        for domain in _ordered({r["domain"] for r in records}):
+            pairs = [(r, p) for r, p in zip(records, predicted, strict=True) if r["domain"] == domain]
+            gold = [[tuple(g) for g in r["gold"]] for r, _ in pairs]
+            by_domain[domain] = span_score(gold, [p for _, p in pairs]).to_dict()
+        scores[stage] = by_domain
+    return scores
 
 
 def summarize(
@@ -92,6 +132,7 @@ def summarize(
             "archetype_consistency": purity,
             "archetype_accuracy": archetypes,
             "requests_per_sentence": sum(requests) / max(len(requests), 1),
+            "discovery_by_stage": discovery_by_stage(records),
         }
         versus = {baseline: rows[name] for baseline, rows in paired.items() if name in rows}
         if versus:
@@ -194,6 +235,7 @@ def markdown(summary: dict[str, Any], heading: str, command: str) -> str:
         ]
         lines.append(f"| {entry['title']} | " + " | ".join(cells) + " | |")
     lines += _archetype_section(summary, header, rule, domains)
+    lines += _stage_section(summary, header, rule, domains)
     lines += ["", "## Sentences and requests", ""]
     for entry in summary.values():
         counts = ", ".join(f"{d}: {n}" for d, n in entry["sentences"].items())
@@ -212,13 +254,38 @@ def _archetype_section(summary: dict[str, Any], header: str, rule: str, domains:
         cells = [f"{_percent(scores[d]['accuracy'])} ({scores[d]['matched']})" if d in scores else "-" for d in domains]
         overall = sum(s["correct"] for s in matched) / sum(s["matched"] for s in matched)
         rows.append(f"| {entry['title']} | " + " | ".join(cells) + f" | {_percent(overall)} |")
-    if not rows:
-        return []
     intro = (
         "Of the gold spans the archetype stage classified, the share given their label's archetype "
         "(`samner_dspy/data/crossner_archetypes.json`); the last column pools every span."
     )
-    return ["", "## Archetype accuracy on gold spans", "", intro, "", header, rule, *rows]
+    return _section("Archetype accuracy on gold spans", intro, [header, rule, *rows]) if rows else []
+
+
+def _section(title: str, intro: str, table: list[str]) -> list[str]:
+    return ["", f"## {title}", "", intro, "", *table]
+
+
+STAGE_TITLES = {"anchor": "anchor alone", "explorer": "explorer alone", "grounding": "spans kept by consensus"}
+
+
+def _stage_section(summary: dict[str, Any], header: str, rule: str, domains: list[str]) -> list[str]:
+    """Span precision / recall of each discovery stage, per row that traced it; the last column pools the
+    domains' counts."""
+    rows = []
+    for entry in summary.values():
+        for stage, by_domain in (entry.get("discovery_by_stage") or {}).items():
+            cells = [
+                f"{_percent(by_domain[d]['precision'])} / {_percent(by_domain[d]['recall'])}" if d in by_domain else "-"
+                for d in domains
+            ]
+            pooled = sum((Scores(s["tp"], s["fp"], s["fn"]) for s in by_domain.values()), Scores())
+            total = f"{_percent(pooled.precision)} / {_percent(pooled.recall)}"
+            rows.append(f"| {entry['title']}: {STAGE_TITLES[stage]} | " + " | ".join(cells) + f" | {total} |")
+    intro = (
+        "Span precision / recall (labels ignored) of each extractor's own mentions, located as the program "
+        "locates them, and of the spans consensus kept; the last column pools every domain."
+    )
+    return _section("Discovery by stage: span precision / recall", intro, [header, rule, *rows]) if rows else []
 
 
 def rich_table(summary: dict[str, Any]) -> Table:

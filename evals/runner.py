@@ -14,11 +14,11 @@ import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
 from samner_dspy.errors import EndpointRequestError
-from samner_dspy.labelled import Sentence
+from samner_dspy.formats.labelled import Sentence
+from samner_dspy.formats.records import RecordWriter, read_records, result_record
+from samner_dspy.formats.records import done_keys as _done
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
-from samner_dspy.records import RecordWriter, read_records, result_record
-from samner_dspy.records import done_keys as _done
 from samner_dspy.schema import Schema
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from samner_dspy.confidence import DIRECT
 from samner_dspy.constraints import closed_object, one_of, string_lists
 from samner_dspy.grounding import Located, locate
 from samner_dspy.modes import check_mode
-from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.base import LMStage
+from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import ExtractEntities, ExtractTypedEntities
@@ -133,6 +133,7 @@ class DirectNER(ConfiguredProgram):
                 candidate.sources,
                 DIRECT,
                 candidate.alignment_status,
+                "direct",
             )
             for span, candidate in located
         ]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 import dspy
 
 from samner_dspy.grounding import resolve_overlaps
-from samner_dspy.prediction import SamnerPrediction
+from samner_dspy.modes import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from samner_dspy.programs.batch import ordered_map
-from samner_dspy.tracing import Trace, WindowTrace
+from samner_dspy.programs.prediction import SamnerPrediction
+from samner_dspy.tracing import Trace, WindowTrace, window_cores
 from samner_dspy.types import Entity, Span
 
 _SENTENCE_END = re.compile(r"[.!?。！？]\s+|\n\s*")
@@ -52,12 +53,8 @@ def windows(text: str, max_chars: int, overlap: int) -> list[Window]:
         restart = max(end - overlap, start + 1)
         space = text.find(" ", restart, end)
         start = space + 1 if overlap and space != -1 else restart
-    result = []
-    for i, (start, end) in enumerate(bounds):
-        core_start = 0 if i == 0 else (start + bounds[i - 1][1]) // 2
-        core_end = len(text) if i == len(bounds) - 1 else (end + bounds[i + 1][0]) // 2
-        result.append(Window(start, end, core_start, core_end))
-    return result
+    cores = window_cores(bounds, len(text))
+    return [Window(start, end, *core) for (start, end), core in zip(bounds, cores, strict=True)]
 
 
 def merge_window_entities(text: str, found: list[tuple[Window, list[Entity]]]) -> list[Entity]:
@@ -83,8 +80,8 @@ class Deferred(BaseException):
 def annotate_document(
     annotate: Callable[[str], dspy.Prediction],
     text: str,
-    max_chars: int = 2000,
-    overlap: int = 200,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    overlap: int = DEFAULT_OVERLAP,
     concurrency: int = 1,
 ) -> dspy.Prediction:
     """Run ``annotate`` on every window; entities come back in document offsets, and the one trace holds each

@@ -14,9 +14,10 @@ from samner_dspy.backends import StageBackend, build_backends
 from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
 from samner_dspy.grounding import resolve_overlaps
-from samner_dspy.prediction import SamnerPrediction
+from samner_dspy.modes import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from samner_dspy.programs.batch import BatchItem, ordered_map
 from samner_dspy.programs.document import annotate_document, windows
+from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Candidate, Entity, Span
@@ -65,11 +66,6 @@ def ground_candidates(text: str, candidates: list[Candidate]) -> tuple[list[tupl
     return [(span, owner[span]) for span in kept], record
 
 
-DEFAULT_MAX_CHARS = 2000
-"""The longest text the stages are sent in one piece: about 500 tokens, well inside a 4,096-token context with
-the instructions and definitions around it (the embedded model's); longer texts are windowed."""
-
-
 class ConfiguredProgram(dspy.Module):
     """A program whose stages reach their LMs through one configuration (see :mod:`samner_dspy.config`).
 
@@ -90,7 +86,7 @@ class ConfiguredProgram(dspy.Module):
         *,
         threshold: float = 0.0,
         max_chars: int = DEFAULT_MAX_CHARS,
-        overlap: int = 200,
+        overlap: int = DEFAULT_OVERLAP,
         window: bool = True,
     ) -> None:
         super().__init__()
@@ -193,7 +189,12 @@ class ConfiguredProgram(dspy.Module):
         return ordered_map(annotate, texts, concurrency, skip)
 
     def annotate_document(
-        self, text: str, schema: SchemaLike, max_chars: int = 2000, overlap: int = 200, concurrency: int = 1
+        self,
+        text: str,
+        schema: SchemaLike,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        overlap: int = DEFAULT_OVERLAP,
+        concurrency: int = 1,
     ) -> dspy.Prediction:
         """The plain call with these window settings (kept for callers of the earlier, separate entry point)."""
         return self(text, schema, max_chars=max_chars, overlap=overlap, window_concurrency=concurrency)

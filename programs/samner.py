@@ -17,6 +17,8 @@ from samner_dspy.config import STAGES, SamnerConfig
 from samner_dspy.grounding import mention_key
 from samner_dspy.modes import (
     CALIBRATION_MODES,
+    DEFAULT_MAX_CHARS,
+    DEFAULT_OVERLAP,
     PRESET_NAMES,
     PRESETS,
     CalibrationMode,
@@ -24,13 +26,12 @@ from samner_dspy.modes import (
     Preset,
     check_mode,
 )
-from samner_dspy.prediction import SamnerPrediction
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import DirectTyper, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
+from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.programs.program import (
-    DEFAULT_MAX_CHARS,
     ConfigLike,
     ConfiguredProgram,
     SchemaLike,
@@ -56,6 +57,26 @@ class Discovery:
     """Each mention's discovery evidence (:mod:`samner_dspy.confidence`), by its mention key."""
     anchor_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """The labels the anchor filed each mention under, by mention key (for ``trust_anchor_types``)."""
+
+
+@dataclass(frozen=True)
+class Mediation:
+    """What calibration reads from mediation: each span's archetype, by occurrence key."""
+
+    archetypes: dict[str, str] = field(default_factory=dict)
+    probabilities: dict[str, float] | None = None
+    """The archetype answers' probabilities; None when no archetype was asked for."""
+
+
+@dataclass(frozen=True)
+class Typing:
+    """Calibration's result: each span's label, by occurrence key (a span without one is left out)."""
+
+    labels: dict[str, str]
+    typed_by: dict[str, str]
+    """Which stage gave each label (:data:`~samner_dspy.types.TYPED_BY`), by occurrence key."""
+    probabilities: dict[str, float] | None = None
+    """The label answers' probabilities; None when no typing request was sent."""
 
 
 def preset_for(config: SamnerConfig, lms: Mapping[str, dspy.BaseLM] | None = None) -> Preset:
@@ -114,7 +135,7 @@ class SAMNER(ConfiguredProgram):
         max_types_per_request: int | None = None,
         threshold: float = 0.0,
         max_chars: int = DEFAULT_MAX_CHARS,
-        overlap: int = 200,
+        overlap: int = DEFAULT_OVERLAP,
         window: bool = True,
     ) -> None:
         super().__init__(config, lms, threshold=threshold, max_chars=max_chars, overlap=overlap, window=window)
@@ -197,93 +218,98 @@ class SAMNER(ConfiguredProgram):
         anchored = found["anchor"].candidates if "anchor" in found else []
         return Discovery(located, consensus.evidence, {mention_key(c.surface): c.types for c in anchored})
 
-    def _typed_by_anchor(
-        self, text: str, schema: Schema, discovery: Discovery, keys: list[str], trace: Trace
-    ) -> SamnerPrediction:
-        """``calibration="anchor"``: no typing request; a mention the anchor gave no label is dropped, traced."""
-        labels = self._anchor_labels(discovery, keys, schema, only_one=False)
-        record = trace.add(StageRecord("anchor_typing", inputs={"entities": keys}, outputs={"labels": labels}))
-        for key in keys:
-            if key not in labels:
-                record.drop(key, "the anchor gave it no label of the schema (calibration='anchor')")
-        return SamnerPrediction(text=text, entities=self._entities(discovery, keys, labels), trace=trace)
-
     @staticmethod
     def _entities(
-        discovery: Discovery,
-        keys: list[str],
-        labels: dict[str, str],
-        archetypes: Mapping[str, str] | None = None,
-        probabilities: list[dict[str, float]] | None = None,
+        discovery: Discovery, keys: list[str], typing: Typing, archetypes: Mapping[str, str], probabilities: list
     ) -> list[Entity]:
         """The typed mentions as entities, in discovery's order; a mention without a label is left out."""
         return [
             Entity(
                 span.text,
-                labels[key],
+                typing.labels[key],
                 span.start,
                 span.end,
-                (archetypes or {}).get(key),
+                archetypes.get(key),
                 candidate.sources,
-                combine(discovery.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities or [])),
+                combine(discovery.evidence[mention_key(candidate.surface)], (p.get(key) for p in probabilities)),
                 candidate.alignment_status,
+                typing.typed_by[key],
             )
             for (span, candidate), key in zip(discovery.located, keys, strict=True)
-            if key in labels
+            if key in typing.labels
         ]
 
-    def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
-        text = check_text(text)
-        schema = Schema.coerce(schema)
-        backends = self.backends()
-        trace = Trace()
-        discovery = self.discover(text, schema, backends, trace)
-        located = discovery.located
-        spans = [span for span, _ in located]
-        keys = occurrence_keys(spans)  # archetypes, labels and their probabilities are per span, under these
-        if self.calibration == "anchor":
-            return self._typed_by_anchor(text, schema, discovery, keys, trace)
-        from_anchor = self._anchor_labels(discovery, keys, schema) if self.trust_anchor_types else {}
-        open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
+    def mediate(
+        self, text: str, discovery: Discovery, keys: list[str], backends: dict[str, StageBackend], trace: Trace
+    ) -> Mediation:
+        """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``)."""
+        spans = [span for span, _ in discovery.located]
+        if self.calibration in ("off", "anchor") or not spans:
+            return Mediation()
+        mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
+        trace.add(mediated.record)
+        return Mediation(mediated.archetypes, mediated.probabilities)
 
-        archetypes: dict[str, str] = {}
-        probabilities: list[dict[str, float]] = []
-        labels: dict[str, str] = {}
+    def calibrate(
+        self,
+        text: str,
+        schema: Schema,
+        discovery: Discovery,
+        keys: list[str],
+        mediation: Mediation,
+        backends: dict[str, StageBackend],
+        trace: Trace,
+    ) -> Typing:
+        """Calibration: one target label per span, from its archetype (``calibration`` ``sentence`` or
+        ``entity``), from the definitions alone (``off``), or the anchor's own (``anchor``, no request). With
+        ``trust_anchor_types`` a span the anchor filed under one label keeps it and is not asked about."""
+        if self.calibration == "anchor":
+            labels = self._anchor_labels(discovery, keys, schema, only_one=False)
+            record = trace.add(StageRecord("anchor_typing", inputs={"entities": keys}, outputs={"labels": labels}))
+            for key in keys:
+                if key not in labels:
+                    record.drop(key, "the anchor gave it no label of the schema (calibration='anchor')")
+            return Typing(labels, dict.fromkeys(labels, "anchor"))
+        from_anchor = self._anchor_labels(discovery, keys, schema) if self.trust_anchor_types else {}
+        spans = [span for span, _ in discovery.located]
+        open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
+        stage = "direct_typing" if self.calibration == "off" else "calibrator"
         typed = None
-        if self.calibration == "off":
-            if open_spans:
-                typed = self.direct(
-                    text=text,
-                    schema=schema,
-                    entities=[key for _, key in open_spans],
-                    backend=backends["calibrator"],
-                    spans=[span for span, _ in open_spans],
-                )
-        elif spans:
-            mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
-            trace.add(mediated.record)
-            archetypes = mediated.archetypes
-            probabilities.append(mediated.probabilities)
-            if open_spans:
-                typed = self.calibrator(
-                    text=text,
-                    schema=schema,
-                    archetypes={key: archetypes[key] for _, key in open_spans},
-                    backend=backends["calibrator"],
-                    spans=[span for span, _ in open_spans],
-                )
-        record = None
-        if typed is not None:
-            labels = typed.label_of
-            probabilities.append(typed.probabilities)
-            record = typed.record
-        elif from_anchor:  # the anchor typed every mention: no typing request
-            stage = "direct_typing" if self.calibration == "off" else "calibrator"
+        if open_spans and stage == "direct_typing":
+            typed = self.direct(
+                text=text,
+                schema=schema,
+                entities=[key for _, key in open_spans],
+                backend=backends["calibrator"],
+                spans=[span for span, _ in open_spans],
+            )
+        elif open_spans:
+            typed = self.calibrator(
+                text=text,
+                schema=schema,
+                archetypes={key: mediation.archetypes[key] for _, key in open_spans},
+                backend=backends["calibrator"],
+                spans=[span for span, _ in open_spans],
+            )
+        record = typed.record if typed is not None else None
+        if typed is None and from_anchor:  # the anchor typed every mention: no typing request
             record = StageRecord(stage, inputs={"entities": []}, outputs={"labels": {}})
         if record is not None:
             if self.trust_anchor_types:
                 record.inputs["from_anchor"] = from_anchor
             trace.add(record)
-        labels = {**labels, **from_anchor}
-        entities = self._entities(discovery, keys, labels, archetypes, probabilities)
+        labels = typed.label_of if typed is not None else {}
+        typed_by = {**dict.fromkeys(labels, stage), **dict.fromkeys(from_anchor, "anchor")}
+        return Typing({**labels, **from_anchor}, typed_by, typed.probabilities if typed is not None else None)
+
+    def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
+        """The paper's three stages: discovery finds spans, mediation gives each an archetype, calibration a label."""
+        text, schema = check_text(text), Schema.coerce(schema)
+        backends, trace = self.backends(), Trace()
+        discovery = self.discover(text, schema, backends, trace)
+        keys = occurrence_keys([span for span, _ in discovery.located])  # later stages answer per span, by key
+        mediation = self.mediate(text, discovery, keys, backends, trace)
+        typing = self.calibrate(text, schema, discovery, keys, mediation, backends, trace)
+        probabilities = [p for p in (mediation.probabilities, typing.probabilities) if p is not None]
+        entities = self._entities(discovery, keys, typing, mediation.archetypes, probabilities)
         return SamnerPrediction(text=text, entities=entities, trace=trace)

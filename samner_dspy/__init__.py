@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from samner_dspy.config import CachePolicy, Endpoint, SamnerConfig
 from samner_dspy.errors import (
     ConfigError,
+    DataFileError,
     EmbeddedModelError,
     EndpointRequestError,
     EndpointUnreachableError,
@@ -30,6 +31,7 @@ __all__ = [
     "SAMNER",
     "CachePolicy",
     "ConfigError",
+    "DataFileError",
     "EmbeddedModelError",
     "Endpoint",
     "EndpointRequestError",

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from samner_dspy.resources import load_data
+from samner_dspy.data import load_data
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig, Stru
 from samner_dspy.errors import EndpointRequestError, EndpointUnreachableError
 
 if TYPE_CHECKING:
-    from samner_dspy.embedded import EmbeddedServer
+    from samner_dspy.serving.embedded import EmbeddedServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -190,10 +190,10 @@ class _EmbeddedLMs:
 def _embedded_endpoint(endpoint: Endpoint, api_base: str, dialect: StructuredOutput = "json_schema") -> Endpoint:
     """A stage's embedded endpoint, as the local llama.cpp server is asked: by its served name, at its URL, with
     OpenAI's ``json_schema`` response format, which the embedded server takes besides llama.cpp's own
-    (:mod:`samner_dspy.embedded_child`), unless the stage turned structured output off. The Ray driver points
+    (:mod:`samner_dspy.serving.embedded_child`), unless the stage turned structured output off. The Ray driver points
     its workers at its one server with ``dialect="llama_cpp"`` (:mod:`samner_dspy.scale.ray_data`): their
     endpoints are plain OpenAI-compatible ones, and that dialect tells them the server gives no logprobs."""
-    from samner_dspy.embedded import SERVED_NAME
+    from samner_dspy.serving.embedded import SERVED_NAME
 
     return Endpoint(
         f"openai/{SERVED_NAME}",
@@ -227,7 +227,7 @@ def build_backends(
         dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=config.cache.directory)
     embedded = [s for s in STAGES if s not in overrides and config.endpoint(s).is_embedded]
     if embedded:
-        from samner_dspy.embedded import shared_servers
+        from samner_dspy.serving.embedded import shared_servers
 
         by_model: dict[str | None, list[str]] = {}
         for stage in embedded:
@@ -253,7 +253,7 @@ def build_backends(
         role = embedded_role(stage, first[stage])
         cache = config.cache
         if configured.is_embedded:
-            from samner_dspy.embedded import shared_server
+            from samner_dspy.serving.embedded import shared_server
 
             server = shared_server(model, role, configured.adapter)
             endpoint = _embedded_endpoint(configured, server.api_base)

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
-from samner_dspy.labelled import DATA_FORMATS
-from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES, PRESET_NAMES
-from samner_dspy.records import RecordWriter, done_keys, read_records, result_record
+from samner_dspy.formats.labelled import DATA_FORMATS
+from samner_dspy.formats.records import RecordWriter, done_keys, json_lines, read_records, result_record
+from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, PRESET_NAMES
 from samner_dspy.schema import Schema
 from samner_dspy.training.commands import add_adapter_arguments
 
@@ -43,25 +43,15 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
     if args.text is not None and args.file is None:
         yield args.text
         return
-    as_json = args.file is not None and args.file.endswith(".jsonl")
-    for number, line in enumerate(_lines(args), start=1):
-        if not line.strip():
-            continue
-        if not as_json:
-            yield line.rstrip("\n")
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SamnerError(f"{args.file}, line {number}: not valid JSON ({exc})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise SamnerError(f"{args.file}, line {number}: expected an object with a string 'text' field")
-        yield record["text"]
+    if args.file is not None and args.file.endswith(".jsonl"):
+        yield from (record["text"] for _, record in json_lines(_lines(args), args.file, need_text=True))
+        return
+    yield from (line.rstrip("\n") for line in _lines(args) if line.strip())
 
 
 def _show(console: Console, result: Any, trace: str | None) -> None:
     """The text with its entities highlighted and their table; the stage trace as a table or one line a stage."""
-    from samner_dspy.render import entities_table, highlighted, stage_lines, trace_tables
+    from samner_dspy.formats.render import entities_table, highlighted, stage_lines, trace_tables
 
     console.print(highlighted(result.text, result.entities))
     console.print(entities_table(result.entities))
@@ -259,13 +249,13 @@ def noise(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Convert ``samner annotate -o`` output (or an eval's <configuration>.jsonl) for other tools."""
-    from samner_dspy import exports
+    from samner_dspy.formats import exports
 
     items = list(exports.read_results(args.results))
     if args.format == "spacy":
         if not args.output:
             raise SamnerError("--format spacy writes a binary DocBin: give --output FILE.spacy")
-        from samner_dspy.spacy_docs import write_docbin
+        from samner_dspy.formats.spacy_docs import write_docbin
 
         count = write_docbin(items, args.output, alignment=args.alignment)
         print(f"{count} docs written to {args.output}", file=sys.stderr)
@@ -287,7 +277,7 @@ def export(args: argparse.Namespace) -> int:
 
 def view(args: argparse.Namespace) -> int:
     """One offline HTML page of annotate output; an eval's records also get gold, mistakes and the report."""
-    from samner_dspy.view import write_html
+    from samner_dspy.formats.view import write_html
 
     records = list(read_records(args.results))
     tables: list[dict[str, Any]] = []
@@ -308,7 +298,7 @@ def view(args: argparse.Namespace) -> int:
 
 
 def embedded(args: argparse.Namespace) -> int:
-    from samner_dspy.embedded import EmbeddedServer, model_path
+    from samner_dspy.serving.embedded import EmbeddedServer, model_path
 
     if args.adapter and args.action != "serve":
         raise SamnerError("--adapter is only for serve")
@@ -318,7 +308,7 @@ def embedded(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _check_embedded(args.model)
     if args.action == "export-hf":
-        from samner_dspy.hf_export import describe, export_hf
+        from samner_dspy.serving.hf_export import describe, export_hf
 
         exported = export_hf(args.folder, args.model)
         print(describe(exported), file=sys.stderr)
@@ -419,9 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-trace", action="store_true", help=argparse.SUPPRESS)  # the default now; still accepted
     run.add_argument("--concurrency", type=int, default=4, help="inputs annotated at once (default 4)")
     run.add_argument(
-        "--max-chars", type=int, default=0, help="split inputs longer than this into overlapping windows (default 2000)"
+        "--max-chars",
+        type=int,
+        default=0,
+        help=f"split inputs longer than this into overlapping windows (default {DEFAULT_MAX_CHARS})",
     )
-    run.add_argument("--overlap", type=int, default=200, help="characters shared by neighbouring windows")
+    run.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="characters shared by neighbouring windows")
     run.add_argument(
         "--engine",
         choices=("local", "ray", "ray-vllm"),

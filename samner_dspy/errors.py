@@ -19,6 +19,10 @@ class ConfigError(SamnerError, ValueError):
     """A configuration file, mapping or environment variable is malformed."""
 
 
+class DataFileError(SamnerError, ValueError):
+    """A data, labelled or results file is malformed; the message names the file and the line or record."""
+
+
 class EndpointUnreachableError(SamnerError, ConnectionError):
     """An LLM endpoint could not be reached; the message carries its URL."""
 

@@ -1,4 +1,5 @@
-"""The program's mode names, defined once: the options' checks, the CLI's choices and the evaluations read them."""
+"""The program's mode names and option defaults, defined once: the options' checks, the CLI's choices and the
+evaluations read them."""
 
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ PRESETS: dict[str, dict[str, object]] = {
     "small": {"ccr": "verify", "calibration": "entity", "trust_anchor_types": True},
 }
 PRESET_NAMES: tuple[str, ...] = get_args(Preset)
+
+DEFAULT_MAX_CHARS = 2000
+"""The longest text the stages are sent in one piece: about 500 tokens, well inside a 4,096-token context with
+the instructions and definitions around it (the embedded model's); longer texts are windowed."""
+DEFAULT_OVERLAP = 200
+"""Characters neighbouring windows share, so an entity cut by one window's edge is whole in the other's."""

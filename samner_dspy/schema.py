@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from samner_dspy.data import load_data
 from samner_dspy.errors import SchemaError
-from samner_dspy.resources import load_data
 
 NO_LABEL = "none"
 """The answer a typing stage gives for an entity that fits no label; it cannot be a label itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +62,18 @@ class WindowTrace:
     error: str | None = None
 
 
+def window_cores(bounds: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """The core of each window ``(start, end)`` of a text of ``length`` characters: from halfway into its overlap
+    with the previous window to halfway into the next. The cores tile the text; a long text's entity is kept from
+    the window whose core holds its midpoint, and its details are read from that window's trace."""
+    cores = []
+    for i, (start, end) in enumerate(bounds):
+        core_start = 0 if i == 0 else (start + bounds[i - 1][1]) // 2
+        core_end = length if i == len(bounds) - 1 else (end + bounds[i + 1][0]) // 2
+        cores.append((core_start, core_end))
+    return cores
+
+
 @dataclass
 class Trace:
     """The ordered stage records of one text; a long text's windows carry their own (``windows``)."""
@@ -76,6 +89,11 @@ class Trace:
         for record in self.stages:
             if record.stage == stage:
                 return record
+        if self.windows and not self.stages:
+            raise KeyError(
+                f"no stage named {stage!r} here: this long text was annotated in {len(self.windows)} windows, "
+                "each with its own stages (trace.windows[i].trace[stage])"
+            )
         raise KeyError(f"no stage named {stage!r} in this trace; stages: {[r.stage for r in self.stages]}")
 
     def __contains__(self, stage: object) -> bool:

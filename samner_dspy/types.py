@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+TYPED_BY = ("calibrator", "direct_typing", "anchor", "direct")
+"""The stages that can give an entity its label."""
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -21,6 +24,10 @@ class Entity:
     alignment_status: str | None = None
     """How the model's string matched the text (:data:`samner_dspy.grounding.ALIGNMENTS`: ``exact``, ``case``,
     ``whitespace``), as LangExtract's ``alignment_status``; None where not recorded (gold, imported results)."""
+    typed_by: str | None = None
+    """Which stage gave the label (:data:`TYPED_BY`): ``calibrator`` (the archetype and the definitions),
+    ``direct_typing`` (the definitions alone), ``anchor`` (the anchor's own type, no typing request) or ``direct``
+    (the one direct prompt); None where not recorded (gold, imported or older results)."""
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -41,7 +41,7 @@ def embedded_server():
     """The embedded model behind a real OpenAI-compatible HTTP server on 127.0.0.1."""
     import importlib.util
 
-    from samner_dspy.embedded import EmbeddedServer, model_spec
+    from samner_dspy.serving.embedded import EmbeddedServer, model_spec
 
     require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python (the 'local' extra)")
     require(
@@ -88,7 +88,7 @@ def hf_base_model() -> Path:
     """The embedded model as a Hugging Face folder (``samner embedded export-hf``; reused once exported)."""
     import importlib.util
 
-    from samner_dspy.embedded import model_spec
+    from samner_dspy.serving.embedded import model_spec
 
     for name in ("torch", "transformers", "peft", "datasets", "gguf", "accelerate"):
         require(importlib.util.find_spec(name) is not None, f"{name} (the 'train' extra)")
@@ -96,7 +96,7 @@ def hf_base_model() -> Path:
         all(importlib.util.find_spec(p) is not None for p in model_spec().chunk_packages),
         "the embedded model's chunk packages (the 'local' extra)",
     )
-    from samner_dspy.hf_export import export_hf
+    from samner_dspy.serving.hf_export import export_hf
 
     return export_hf().folder
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from samner_dspy import SAMNER
-from samner_dspy.stand_in import stand_in_server
+from samner_dspy.serving.stand_in import stand_in_server
 from tests import figures
 
 TEXTS = [f"Zoë Müller {i} flew from 東京 to São Paulo with Ada Lovelace." for i in range(24)]
@@ -94,7 +94,7 @@ def test_annotate_killed_at_a_random_point_resumes_to_the_uninterrupted_output(t
 
 def start_server(port=0):
     server = subprocess.Popen(
-        [sys.executable, "-m", "samner_dspy.stand_in", "--latency", "0.04", "--port", str(port)],
+        [sys.executable, "-m", "samner_dspy.serving.stand_in", "--latency", "0.04", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from samner_dspy.stand_in import stand_in_server
+from samner_dspy.serving.stand_in import stand_in_server
 
 
 def annotate(*args, check=True):

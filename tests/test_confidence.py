@@ -10,7 +10,7 @@ import pytest
 
 from samner_dspy import SAMNER
 from samner_dspy.confidence import answer_probabilities, combine, discovery_evidence
-from samner_dspy.stand_in import Recorder, Reply, default_reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, default_reply, stand_in_server
 from tests.helpers import stage_lms
 
 SCHEMA = {"person": "a named person", "city": "a named city"}

@@ -140,7 +140,7 @@ def test_embedded_stages_send_each_prompt_family_to_a_server_of_its_own(monkeypa
     from types import SimpleNamespace
 
     from samner_dspy import backends as backends_module
-    from samner_dspy import embedded
+    from samner_dspy.serving import embedded
 
     started: list[str] = []
 
@@ -193,7 +193,7 @@ def test_a_stage_can_run_on_another_embedded_model(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     from samner_dspy import backends as backends_module
-    from samner_dspy import embedded
+    from samner_dspy.serving import embedded
 
     started: list[tuple[str | None, str]] = []
 

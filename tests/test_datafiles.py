@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from samner_dspy.evals.datafiles import guess_format, load_labelled
-from samner_dspy.exports import Annotated, to_conll
+from samner_dspy.formats.exports import Annotated, to_conll
 from samner_dspy.schema import Schema
-from samner_dspy.stand_in import stand_in_server
+from samner_dspy.serving.stand_in import stand_in_server
 from samner_dspy.types import Entity
 from tests.conftest import require
 
@@ -83,7 +83,7 @@ def test_gold_labels_outside_the_schema_and_bad_spans_are_refused(tmp_path):
 
 def test_docbin_gold_is_doc_ents(tmp_path):
     require(importlib.util.find_spec("spacy") is not None, "spaCy (the 'spacy' extra)")
-    from samner_dspy.spacy_docs import write_docbin
+    from samner_dspy.formats.spacy_docs import write_docbin
 
     path = tmp_path / "gold.spacy"
     write_docbin(ITEMS, path)

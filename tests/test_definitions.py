@@ -9,7 +9,7 @@ import pytest
 
 from samner_dspy.errors import SchemaError
 from samner_dspy.evals.definitions import builtin_schema, eval_schemas, named_gold
-from samner_dspy.labelled import bio_sentence
+from samner_dspy.formats.labelled import bio_sentence
 from samner_dspy.schema import crossner_label_name, crossner_schema
 
 # Written for these tests, in the shape of the SAM-NER authors' schema_define_crossNER.json.
@@ -112,7 +112,7 @@ def crossner_folder(tmp_path: Path) -> Path:
 
 def run_eval(tmp_path: Path, *options: str) -> tuple[int, list[dict]]:
     from samner_dspy.cli import main
-    from samner_dspy.stand_in import Recorder, stand_in_server
+    from samner_dspy.serving.stand_in import Recorder, stand_in_server
 
     with stand_in_server() as api_base:
         config = tmp_path / "samner.toml"

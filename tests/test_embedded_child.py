@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from samner_dspy.embedded_child import accepting_json_schema, llama_cpp_response_format
+from samner_dspy.serving.embedded_child import accepting_json_schema, llama_cpp_response_format
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["a", "b"]}}, "required": ["label"]}
 

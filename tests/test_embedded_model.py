@@ -16,10 +16,10 @@ from samner_dspy import SAMNER, Schema, SchemaError
 from samner_dspy.archetypes import archetype_names
 from samner_dspy.backends import build_backends
 from samner_dspy.config import SamnerConfig
-from samner_dspy.embedded import MODELS, EmbeddedModel, model_path
 from samner_dspy.errors import EmbeddedModelError
 from samner_dspy.evals.crossner import read_bio
 from samner_dspy.programs import DirectTyper, SpanVerifier
+from samner_dspy.serving.embedded import MODELS, EmbeddedModel, model_path
 from samner_dspy.tracing import StageRecord
 
 pytestmark = pytest.mark.model
@@ -172,7 +172,7 @@ def test_the_embedded_server_keeps_only_the_logits_it_needs():
     """With every position's logits kept, each prompt-cache entry copied n_ctx x vocabulary floats (2.5 GB for
     Qwen) past the cache's size limit, and a long evaluation was killed for memory. A server per prompt family
     needs no prompt cache at all (it reuses the prefix it evaluated last)."""
-    from samner_dspy.embedded import EmbeddedServer
+    from samner_dspy.serving.embedded import EmbeddedServer
 
     command = EmbeddedServer().command()
     assert command[command.index("--logits_all") + 1] == "False"
@@ -189,7 +189,7 @@ def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tm
     pid_file = tmp_path / "server.pid"
     starter = (
         "import sys, time\n"
-        "from samner_dspy.embedded import EmbeddedServer\n"
+        "from samner_dspy.serving.embedded import EmbeddedServer\n"
         "server = EmbeddedServer().start()\n"
         f"open({str(pid_file)!r}, 'w').write(str(server._process.pid))\n"
         "time.sleep(600)\n"
@@ -218,7 +218,7 @@ def test_the_embedded_server_exits_when_the_process_that_started_it_is_killed(tm
 def test_each_stage_keeps_its_prompt_prefix_evaluated_from_one_sentence_to_the_next(embedded_server):
     """The default embedded deployment: one llama.cpp server per stage, so a stage's instructions and definitions
     are evaluated once and the next sentence's request evaluates little more than the sentence."""
-    from samner_dspy.embedded import shared_servers
+    from samner_dspy.serving.embedded import shared_servers
 
     program = SAMNER(preset="paper")  # the paper's modes: one request per stage, one server each
     roles = ["anchor", "explorer", "archetype", "calibrator"]
@@ -242,8 +242,8 @@ def test_grammar_checked_greedy_decoding_gives_the_tokens_of_llama_cpps_own_samp
     pick exactly the tokens llama-cpp-python's chain picks after masking the whole vocabulary."""
     import llama_cpp
 
-    from samner_dspy import embedded_sampling
     from samner_dspy.constraints import choice_per_key, string_lists
+    from samner_dspy.serving import embedded_sampling
 
     llm = llama_cpp.Llama(str(model_path()), n_ctx=1024, verbose=False, n_threads=1)
     cases = [
@@ -281,7 +281,7 @@ def test_a_new_server_starts_from_the_prompts_an_earlier_one_evaluated(embedded_
     import httpx
 
     from samner_dspy.archetypes import archetype_definitions
-    from samner_dspy.embedded import EmbeddedServer
+    from samner_dspy.serving.embedded import EmbeddedServer
 
     system = "Give the archetype of the entity, one of these: " + json.dumps(archetype_definitions())
     first_sentence, second_sentence = "Bob Dylan recorded Blonde on Blonde.", "Joni Mitchell recorded Blue."

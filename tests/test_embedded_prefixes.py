@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from samner_dspy.embedded_prefixes import PrefixStore, common_prefix
+from samner_dspy.serving.embedded_prefixes import PrefixStore, common_prefix
 
 
 def tokens(*values):

@@ -7,8 +7,8 @@ import sys
 import httpx
 import pytest
 
-from samner_dspy.embedded import EmbeddedServer
 from samner_dspy.errors import EmbeddedModelError
+from samner_dspy.serving.embedded import EmbeddedServer
 
 SLOW_SERVER = """
 import http.server, sys, time

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from samner_dspy.stand_in import stand_in_server
+from samner_dspy.serving.stand_in import stand_in_server
 
 
 def eval_command(data, config, output):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from samner_dspy.exports import (
+from samner_dspy.formats.exports import (
     Annotated,
     bio_tags,
     entities_from_bio,
@@ -89,7 +89,7 @@ def test_annotate_output_is_read_back_and_a_torn_line_skipped(tmp_path):
 @pytest.fixture(scope="module")
 def spacy_docs():
     require(importlib.util.find_spec("spacy") is not None, "spaCy (the 'spacy' extra)")
-    from samner_dspy import spacy_docs
+    from samner_dspy.formats import spacy_docs
 
     return spacy_docs
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samner_dspy import embedded, gguf_lora
 from samner_dspy.config import ConfigError, Endpoint, SamnerConfig
 from samner_dspy.errors import AdapterError, EmbeddedModelError
+from samner_dspy.serving import embedded, gguf_lora
 from tests.conftest import require
 
 ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -571,7 +571,7 @@ def test_the_committed_archetype_adapter_converts_for_the_embedded_model(tmp_pat
     llama.cpp's format (the embedded engine loads the converted file)."""
     import gguf
 
-    from samner_dspy.gguf_lora import convert, read_adapter
+    from samner_dspy.serving.gguf_lora import convert, read_adapter
 
     folder = Path(__file__).resolve().parents[1] / "adapters" / "qwen2.5-coder-0.5b" / "archetype"
     adapter = read_adapter(folder, "qwen2")

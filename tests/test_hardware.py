@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samner_dspy.hardware import cpu_flags, cpu_has_native_bf16, fast_dtype
+from samner_dspy.serving.hardware import cpu_flags, cpu_has_native_bf16, fast_dtype
 from samner_dspy.training.finetune import TrainConfig
 
 EPYC_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\n"

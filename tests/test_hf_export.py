@@ -8,9 +8,9 @@ import json
 import pytest
 
 from samner_dspy.cli import main
-from samner_dspy.embedded import model_spec
 from samner_dspy.errors import EmbeddedModelError
-from samner_dspy.hf_export import FORMAT, PROVENANCE_FILE, export_hf, recorded_export
+from samner_dspy.serving.embedded import model_spec
+from samner_dspy.serving.hf_export import FORMAT, PROVENANCE_FILE, export_hf, recorded_export
 
 
 def fake_export(folder, sha256=None, dtype="bfloat16"):
@@ -31,7 +31,7 @@ def fake_export(folder, sha256=None, dtype="bfloat16"):
 
 
 def test_a_folder_matching_its_record_is_reused_without_loading_anything(tmp_path, monkeypatch):
-    monkeypatch.setattr("samner_dspy.hf_export._write_folder", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr("samner_dspy.serving.hf_export._write_folder", lambda *a: pytest.fail("exported again"))
     folder = fake_export(tmp_path / "hf")
     exported = export_hf(folder)
     assert exported.reused and exported.folder == folder and set(exported.files) == {"config.json", "model.safetensors"}
@@ -54,10 +54,10 @@ def test_a_changed_or_missing_file_invalidates_the_record(tmp_path, damage):
 
 def test_a_record_of_another_gguf_or_dtype_is_exported_again(tmp_path, monkeypatch):
     written = []
-    monkeypatch.setattr("samner_dspy.hf_export._require_libraries", lambda: None)
-    monkeypatch.setattr("samner_dspy.hf_export.model_path", lambda name: tmp_path / "model.gguf")
+    monkeypatch.setattr("samner_dspy.serving.hf_export._require_libraries", lambda: None)
+    monkeypatch.setattr("samner_dspy.serving.hf_export.model_path", lambda name: tmp_path / "model.gguf")
     monkeypatch.setattr(
-        "samner_dspy.hf_export._write_folder", lambda gguf, staging, dtype: written.append(dtype) or (
+        "samner_dspy.serving.hf_export._write_folder", lambda gguf, staging, dtype: written.append(dtype) or (
             staging / "config.json").write_text("{}")
     )  # fmt: skip
     folder = fake_export(tmp_path / "hf", sha256="0" * 64)

@@ -6,7 +6,7 @@ import json
 
 from samner_dspy import SAMNER, SamnerConfig
 from samner_dspy.archetypes import archetype_names
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 from samner_dspy.tagging import CLOSE_TAG, OPEN_TAG, TAG_LOOKALIKE
 from tests import figures
 

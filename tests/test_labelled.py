@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from samner_dspy.labelled import bio_layout, guess_format, read_bio_file, read_gliner_file, read_labelled
+from samner_dspy.formats.labelled import bio_layout, guess_format, read_bio_file, read_gliner_file, read_labelled
 
 TOKENS = ["Ada", "Lovelace", "met", "Charles", "Babbage", "in", "London", "."]
 TAGS = ["B-person", "I-person", "O", "B-person", "I-person", "O", "B-city", "O"]

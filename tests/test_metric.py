@@ -16,7 +16,7 @@ from samner_dspy.evals.metric import (
     seqeval_scores,
     span_score,
 )
-from samner_dspy.labelled import GoldEntity, Sentence
+from samner_dspy.formats.labelled import GoldEntity, Sentence
 from samner_dspy.schema import CROSSNER_DOMAINS, crossner_label_name, crossner_schema
 
 GOLD = [[(0, 3, "person"), (8, 16, "location")]]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from samner_dspy import SAMNER, SamnerConfig
-from samner_dspy.stand_in import Reply, stand_in_server
+from samner_dspy.serving.stand_in import Reply, stand_in_server
 from tests import figures
 
 TIMEOUT_S = 0.5

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from samner_dspy import SAMNER, SamnerConfig
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 from samner_dspy.types import Span
 from tests.helpers import stage_lms
 
@@ -126,7 +126,7 @@ def test_occurrence_keys_name_repeats_and_never_collide():
 
 
 def test_the_view_shows_each_occurrence_its_own_label_and_probability():
-    from samner_dspy.view import entity_details
+    from samner_dspy.formats.view import entity_details
 
     grounding = {"stage": "grounding", "outputs": {"spans": [[0, 10, "Washington", "exact"], [36, 46, "Washington"]]}}
     archetype = {"stage": "archetype", "outputs": {"probabilities": {"Washington": 0.9, "Washington (2)": 0.4}}}

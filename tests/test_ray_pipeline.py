@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from samner_dspy import SAMNER, SamnerConfig
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 
 SCHEMA = ["person", "city"]
 TEXTS = [f"Zoë Müller {i} flew from Berlin to São Paulo with Ada Lovelace." for i in range(6)]

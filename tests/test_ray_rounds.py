@@ -15,13 +15,13 @@ import pytest
 
 from samner_dspy import SAMNER, SamnerConfig, Schema
 from samner_dspy.errors import SamnerError
-from samner_dspy.hardware import fast_dtype
 from samner_dspy.scale import HttpEndpoint, VllmEngine, annotate_corpus, read_output
 from samner_dspy.scale.processors import request_of
 from samner_dspy.scale.replay import Row, Spec
 from samner_dspy.scale.requests import Book, StageReply
 from samner_dspy.scale.rounds import _Advance
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.hardware import fast_dtype
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 from tests.test_ray_pipeline import embedded_config, write_jsonl
 
 SCHEMA = ["person", "city"]

@@ -21,7 +21,7 @@ import pytest
 
 from samner_dspy.cli import main
 from samner_dspy.scale import read_output
-from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, vllm_build
+from samner_dspy.serving.vllm_server import CPU_KV_CACHE_GIB, vllm_build
 from tests.conftest import require
 from tests.test_ray_pipeline import write_jsonl
 

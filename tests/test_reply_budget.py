@@ -8,7 +8,7 @@ import json
 from samner_dspy import SAMNER, SamnerConfig
 from samner_dspy.archetypes import archetype_names
 from samner_dspy.constraints import choice_per_key, closed_object, reply_tokens, string_lists, subset_of
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 
 NAMES = [f"Person{i} Surname{i}" for i in range(60)]
 TEXT = " and ".join(NAMES) + " met."

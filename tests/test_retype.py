@@ -106,7 +106,7 @@ def test_on_gold_spans_the_report_gives_the_archetype_accuracy_by_the_written_ta
     from samner_dspy.archetypes import crossner_archetype
     from samner_dspy.evals.report import markdown, summarize
     from samner_dspy.evals.retype import gold_spans
-    from samner_dspy.labelled import GoldEntity, Sentence
+    from samner_dspy.formats.labelled import GoldEntity, Sentence
 
     text = "Bob Dylan played in Nashville and Bob Dylan sang"
     gold = (GoldEntity("Bob Dylan", "musical artist", 0, 9), GoldEntity("Nashville", "location", 20, 29))
@@ -137,7 +137,7 @@ def test_samner_eval_types_the_gold_spans_of_a_data_file_without_discovery(tmp_p
     import subprocess
     import sys
 
-    from samner_dspy.stand_in import stand_in_server
+    from samner_dspy.serving.stand_in import stand_in_server
 
     data = tmp_path / "mine.jsonl"
     data.write_text(json.dumps({"text": "Ada met Zoë.", "entities": [[0, 3, "person"], [8, 11, "person"]]}) + "\n")
@@ -154,3 +154,33 @@ def test_samner_eval_types_the_gold_spans_of_a_data_file_without_discovery(tmp_p
     assert "anchor" not in stages and "explorer" not in stages
     assert stages["grounding"]["outputs"]["spans"] == [[0, 3, "Ada", "exact"], [8, 11, "Zoë", "exact"]]
     assert "typing the gold spans" in (out / "report.md").read_text()
+
+
+def test_the_report_scores_each_discovery_stage_on_its_own_spans(tmp_path):
+    """The anchor's and the explorer's mentions are located in the text and scored alone, spans only, beside what
+    consensus kept: an unlocatable mention counts nothing, each occurrence counts once."""
+    from samner_dspy.evals.report import markdown, summarize
+    from samner_dspy.formats.labelled import GoldEntity, Sentence
+
+    text = "Bob Dylan played in Nashville and Bob Dylan sang"
+    gold = (GoldEntity("Bob Dylan", "musical artist", 0, 9), GoldEntity("Nashville", "location", 20, 29))
+    gold += (GoldEntity("Bob Dylan", "musical artist", 34, 43),)
+    items = [Item("music", 0, Sentence(tuple(text.split()), (), text, gold))]
+    lms = stage_lms(
+        anchor=[{"entities": {"musical artist": ["Bob Dylan"], "song": ["sang"]}}],
+        explorer=[{"entities": {"location": ["Nashville"], "person": ["Bob"], "musical artist": ["Elvis"]}}],
+        archetype=[{"archetypes": {}}],
+        calibrator=[{"labels": {}}],
+    )
+    output = tmp_path / "samner.jsonl"
+    program = SAMNER(lms=lms, preset="paper", ccr="off")
+    assert run(program, items, {"music": Schema.from_name("crossner:music")}, output, threads=1) == 1
+    summary = summarize({"samner": list(read_results(output))}, against=())
+    by_stage = summary["samner"]["discovery_by_stage"]
+    counts = {stage: {k: by_stage[stage]["music"][k] for k in ("tp", "fp", "fn")} for stage in by_stage}
+    assert counts["anchor"] == {"tp": 2, "fp": 1, "fn": 1}  # both Bob Dylans, and "sang"
+    assert counts["explorer"] == {"tp": 1, "fp": 2, "fn": 2}  # Nashville, and two "Bob"s; Elvis is not in the text
+    # With consensus off every located mention is kept; the longer "Bob Dylan" wins over "Bob".
+    assert counts["grounding"] == {"tp": 3, "fp": 1, "fn": 0}
+    table = markdown(summary, "stages", "samner eval")
+    assert "| SAM-NER, paper's preset: explorer alone | 33.3 / 33.3 | 33.3 / 33.3 |" in table

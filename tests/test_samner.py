@@ -160,6 +160,7 @@ def test_predict_entities_gives_plain_dicts():
             "sources": ["anchor"],
             "score": 0.75,  # the anchor alone, no logprobs: the evidence term only
             "alignment_status": "exact",
+            "typed_by": "calibrator",
         }
     ]
 
@@ -233,6 +234,7 @@ def test_predict_entities_takes_a_per_call_threshold_and_a_list_of_texts():
                 "sources": ["direct"],
                 "score": 0.5,
                 "alignment_status": "exact",
+                "typed_by": "direct",
             }
         ],
         [],

@@ -10,7 +10,7 @@ import sys
 import dspy
 
 from samner_dspy import SAMNER
-from samner_dspy.stand_in import Recorder, Reply, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, Reply, stand_in_server
 from tests import figures
 
 KEY_ENV = "SAMNER_TEST_SECRET_KEY"

@@ -184,6 +184,10 @@ def test_every_checkpoint_is_exported_and_a_new_run_can_start_from_the_export(ti
         assert (export / "README.md").read_text(encoding="utf-8") == "# the model card\n", "the card survives"
         progress = json.loads((export / "samner_training_progress.json").read_text())
         assert (progress["global_step"], [step for step, _ in progress["losses"]]) == (4, [1, 2, 3, 4])
+        throughput = progress["throughput"]
+        assert throughput["steps"] == 4 and throughput["seconds"] > 0 and throughput["threads"] == 1
+        assert throughput["tokens"] > 4, "tokens read are counted"
+        assert throughput["tokens_per_second"] == pytest.approx(throughput["tokens"] / throughput["seconds"], rel=0.25)
         exported = load_file(export / "adapter_model.safetensors")
         assert exported.keys() == load_file(tmp_path / "first" / "adapter_model.safetensors").keys()
         second = tmp_path / "second"  # a step too small to move the weights: they are where the run started

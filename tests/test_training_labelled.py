@@ -13,7 +13,7 @@ from samner_dspy.adapters import IEPileAdapter, SamnerAdapter
 from samner_dspy.archetypes import archetype_definitions, project_training_type
 from samner_dspy.backends import StageBackend
 from samner_dspy.cli import main
-from samner_dspy.labelled import read_bio_file
+from samner_dspy.formats.labelled import read_bio_file
 from samner_dspy.programs import SpanExtractor
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import ExtractSpans
@@ -129,7 +129,7 @@ def test_archetype_examples_from_labelled_data_project_through_the_written_table
 
 
 def test_the_written_tables_name_only_archetypes_and_leave_out_only_what_they_list():
-    from samner_dspy.resources import load_data
+    from samner_dspy.data import load_data
 
     training = load_data("type_archetypes")
     names = set(archetype_definitions())

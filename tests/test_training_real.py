@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from samner_dspy.hardware import fast_dtype
+from samner_dspy.serving.hardware import fast_dtype
 from samner_dspy.training.builders import build, read_examples
 from samner_dspy.training.finetune import PadCollator, TrainConfig, answer_loss, encode, load_tokenizer, train
 from samner_dspy.training.sources import iter_records

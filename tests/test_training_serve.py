@@ -12,7 +12,7 @@ import pytest
 from samner_dspy import SAMNER
 from samner_dspy.cli import main
 from samner_dspy.config import SamnerConfig
-from samner_dspy.hardware import fast_dtype
+from samner_dspy.serving.hardware import fast_dtype
 from samner_dspy.training.serve import ServeError, plan, same_base_model
 from tests.conftest import require
 

@@ -9,8 +9,8 @@ import pytest
 from samner_dspy import SAMNER
 from samner_dspy.cli import main
 from samner_dspy.evals.review import judge, report_tables
-from samner_dspy.prediction import SamnerPrediction
-from samner_dspy.view import label_colours, page_data, render_html, segments
+from samner_dspy.formats.view import label_colours, page_data, render_html, segments
+from samner_dspy.programs.prediction import SamnerPrediction
 from tests.helpers import stage_lms
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script> Bob & </script>"
@@ -242,3 +242,49 @@ def test_verification_is_traced_so_the_view_can_say_why_a_mention_was_kept():
         "kept: the anchor confirmed it on verification",
         "kept: explorer only, not noise-prone (more than 1 word(s))",
     ]
+
+
+def test_an_entity_in_a_window_overlap_shows_the_window_whose_core_kept_it():
+    """Windows 0:20 and 10:30 overlap on 10:20; their cores meet at 15. An entity at 17:20 lies in both windows,
+    and the merge keeps it from the second: its details come from the second window's trace, not the first."""
+    text = "aaaa bbbb cccc d Bob eeee ffff"
+    bob = entity("Bob", text, "person", 17)
+    assert bob["end"] <= 20 and (bob["start"] + bob["end"]) // 2 >= 15, "inside both windows, in the second core"
+    first = {"stages": [stage("calibrator", outputs={"labels": {"Bob": "first"}})]}
+    second = {"stages": [stage("calibrator", outputs={"labels": {"Bob": "second"}})]}
+    windows = [{"start": 0, "end": 20, "trace": first, "error": None}, {"start": 10, "end": 30, "trace": second}]
+    data = page_data([{"index": 0, "text": text, "entities": [bob], "trace": {"stages": [], "windows": windows}}])
+    assert dict(data["records"][0]["entities"][0]["details"])["calibration"] == (
+        "definition-guided calibration chose 'second'"
+    )
+
+
+def test_a_label_the_anchor_set_is_shown_as_the_anchors_not_the_calibrators():
+    """With trust_anchor_types, a mention the anchor filed under one label keeps it without a typing request;
+    the calibrator typed the other one. The entities say who typed them, and the view follows."""
+    text = "Ada met Bob."
+    lms = stage_lms(
+        anchor=[{"entities": {"person": ["Ada"], "misc": ["Bob"], "city": ["Bob"]}}],
+        explorer=[{"entities": {}}],
+        archetype=[{"archetypes": {"Ada": "Person", "Bob": "Person"}}],
+        calibrator=[{"label": "person"}],
+    )
+    schema = {"person": "a person", "city": "a city", "misc": "anything else"}
+    result = SAMNER(lms=lms, preset="small", ccr="off")(text, schema)
+    assert [(e.text, e.label, e.typed_by) for e in result.entities] == [
+        ("Ada", "person", "anchor"),
+        ("Bob", "person", "calibrator"),
+    ]
+    data, _ = data_block(result.to_html())
+    details = [dict(e["details"])["calibration"] for e in data["records"][0]["entities"]]
+    assert details[0] == "the anchor filed it under 'person'; no typing request"
+    assert details[1].startswith("definition-guided calibration, entity mode chose 'person'")
+
+
+def test_a_windowed_trace_says_where_its_stages_are():
+    from samner_dspy.tracing import StageRecord, Trace, WindowTrace
+
+    trace = Trace(windows=[WindowTrace(0, 10, Trace([StageRecord("anchor")])), WindowTrace(5, 20)])
+    with pytest.raises(KeyError, match=r"2 windows, each with its own stages \(trace.windows\[i\].trace\[stage\]\)"):
+        trace["calibrator"]
+    assert trace.windows[0].trace["anchor"].stage == "anchor"

@@ -19,7 +19,7 @@ from samner_dspy import SAMNER
 from samner_dspy.archetypes import archetype_names
 from samner_dspy.cli import main
 from samner_dspy.confidence import combine, discovery_evidence
-from samner_dspy.embedded import free_port
+from samner_dspy.serving.embedded import free_port
 from tests.conftest import require
 from tests.vllm_stack import SERVED_BASE, start_stack, stop_stack
 

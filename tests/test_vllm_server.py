@@ -15,13 +15,13 @@ import time
 import httpx
 import pytest
 
-from samner_dspy import vllm_server
 from samner_dspy.cli import main
 from samner_dspy.config import SamnerConfig
-from samner_dspy.embedded import free_port
-from samner_dspy.hardware import fast_dtype
+from samner_dspy.serving import vllm_server
+from samner_dspy.serving.embedded import free_port
+from samner_dspy.serving.hardware import fast_dtype
+from samner_dspy.serving.vllm_server import VllmError, VllmServer, metric_total, parse_metrics
 from samner_dspy.training import serve
-from samner_dspy.vllm_server import VllmError, VllmServer, metric_total, parse_metrics
 from tests.test_training_serve import adapter
 
 FAKE = [sys.executable, "-m", "tests.fake_vllm"]

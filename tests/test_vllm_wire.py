@@ -11,7 +11,7 @@ import json
 import pytest
 
 from samner_dspy import SAMNER
-from samner_dspy.stand_in import Recorder, stand_in_server
+from samner_dspy.serving.stand_in import Recorder, stand_in_server
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from samner_dspy.vllm_server import metric_total, parse_metrics
+from samner_dspy.serving.vllm_server import metric_total, parse_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 SERVED_BASE = "qwen2.5-coder-0.5b"

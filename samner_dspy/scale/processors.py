@@ -18,8 +18,8 @@ import ray.data
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
+from samner_dspy.serving.vllm_server import CPU_KV_CACHE_GIB, cpu_engine_settings, vllm_build
 from samner_dspy.training.serve import ANCHOR_ADAPTER, BASE_ADAPTER, checked_adapters
-from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, cpu_engine_settings, vllm_build
 
 _PASSED = ("row_id", "key")
 _HTTP_STAGE_CPUS = 0.25

@@ -45,6 +45,7 @@ from ray.data.block import BlockAccessor
 
 from samner_dspy.backends import _embedded_endpoint
 from samner_dspy.config import STAGES, SamnerConfig, resolve_config
+from samner_dspy.modes import DEFAULT_OVERLAP
 from samner_dspy.programs.program import ConfigLike, SchemaLike
 from samner_dspy.programs.samner import SAMNER, preset_for
 from samner_dspy.scale.processors import LLMProcessor
@@ -62,7 +63,7 @@ def _served(config: SamnerConfig, api_base: str | None = None) -> SamnerConfig:
     embedded = [s for s in STAGES if config.endpoint(s).is_embedded]
     if not embedded:
         return config
-    from samner_dspy.embedded import shared_server
+    from samner_dspy.serving.embedded import shared_server
 
     def served_at(stage: str) -> str:
         endpoint = config.endpoint(stage)
@@ -186,6 +187,7 @@ ENTITY_LIST = pa.list_(
             ("sources", pa.list_(pa.string())),
             ("score", pa.float64()),
             ("alignment_status", pa.string()),
+            ("typed_by", pa.string()),
         ]
     )
 )
@@ -288,7 +290,7 @@ def annotate_corpus(
     threads: int = 8,
     batch_size: int = 16,
     max_chars: int | None = None,
-    overlap: int = 200,
+    overlap: int = DEFAULT_OVERLAP,
     text_column: str = "text",
     id_column: str | None = None,
     num_cpus_per_worker: float = 0.25,

@@ -30,9 +30,9 @@ import pandas as pd
 
 from samner_dspy.config import STAGES, SamnerConfig
 from samner_dspy.errors import describe
+from samner_dspy.formats.records import result_record
 from samner_dspy.programs.document import Deferred
 from samner_dspy.programs.samner import SAMNER
-from samner_dspy.records import result_record
 from samner_dspy.scale.requests import ASKED, Book, StageRequest, open_book
 from samner_dspy.schema import Schema
 

@@ -38,8 +38,9 @@ import dspy
 
 from samner_dspy.adapters import IEPileAdapter, training_messages
 from samner_dspy.archetypes import archetype_definitions, normalize_type_name, project_training_type, project_type
+from samner_dspy.formats.labelled import Sentence, read_labelled
+from samner_dspy.formats.records import json_lines
 from samner_dspy.grounding import Located, Unlocated, locate, resolve_overlaps
-from samner_dspy.labelled import Sentence, read_labelled
 from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.program import ground_candidates
@@ -434,7 +435,7 @@ def build(
     """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it.
 
     Records are the public sources' (Pile-NER conversations for the explorer, IEPile records for the
-    archetype classifier), or labelled :class:`~samner_dspy.labelled.Sentence` objects for any kind, which
+    archetype classifier), or labelled :class:`~samner_dspy.formats.labelled.Sentence` objects for any kind, which
     ask about their types and ``negatives`` absent ones from ``type_pool`` (see
     :func:`labelled_extraction_example`). ``conditioning``, ``numeric`` and ``occurrences`` shape archetype
     examples (see :func:`archetype_example`); ``shuffle`` and ``seed`` the order of types: the same seed, the
@@ -474,7 +475,7 @@ def build(
                 elif kind == "archetype":
                     example = iepile_example(record, notes, conditioning, numeric, occurrences)
                 elif kind == "anchor":
-                    raise ValueError("anchor examples are built from labelled sentences (samner_dspy.labelled)")
+                    raise ValueError("anchor examples are built from labelled sentences (samner_dspy.formats.labelled)")
                 else:
                     example = pile_ner_example(record, notes)
             except Skip as skip:
@@ -546,6 +547,4 @@ def default_source(kind: Kind) -> tuple[str, str | None]:
 def read_examples(path: str | Path) -> Iterator[list[dict[str, str]]]:
     """The message lists of a built file, one per line."""
     with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)["messages"]
+        yield from (example["messages"] for _, example in json_lines(handle, path))

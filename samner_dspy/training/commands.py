@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from samner_dspy.errors import SamnerError
-from samner_dspy.labelled import DATA_FORMATS
+from samner_dspy.formats.labelled import DATA_FORMATS
 
 
 def require_train_extra() -> None:
@@ -111,8 +111,8 @@ def train_adapter(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from samner_dspy.serving.vllm_server import interrupt_on_sigterm
     from samner_dspy.training import serve as serving
-    from samner_dspy.vllm_server import interrupt_on_sigterm
 
     extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args
     serve_plan = serving.plan(

@@ -3,7 +3,7 @@
 The defaults are the paper's (appendix D, trained there with LLaMA-Factory): rank 8, alpha 16, cutoff
 1024 tokens, batch 2 with 8 steps of gradient accumulation, learning rate 2e-5 (explorer) or 3e-5
 (archetype), 3 epochs, cosine schedule, warmup ratio 0.05, bf16 (here only where the machine computes it natively,
-float32 elsewhere: :func:`samner_dspy.hardware.fast_dtype`). Every one can be overridden. Where the
+float32 elsewhere: :func:`samner_dspy.serving.hardware.fast_dtype`). Every one can be overridden. Where the
 paper is silent we use LLaMA-Factory's defaults: LoRA on every linear layer, no LoRA dropout.
 
 Each example is rendered with the base model's own chat template, as vLLM renders the request at
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from samner_dspy.errors import SamnerError
-from samner_dspy.hardware import fast_dtype
+from samner_dspy.serving.hardware import fast_dtype
 
 Stage = Literal["explorer", "anchor", "archetype"]
 PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "anchor": 2e-5, "archetype": 3e-5}
@@ -222,6 +222,8 @@ def _training_arguments(config: TrainConfig) -> Any:
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
+        # Tokens the model read (padding left out), for the throughput the progress file reports.
+        **({"include_num_input_tokens_seen": "non_padding"} if "include_num_input_tokens_seen" in accepted else {}),
         **warmup,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
         # Without a GPU, transformers refuses bf16 unless told the CPU is meant.
@@ -359,6 +361,14 @@ def export_adapter(config: TrainConfig) -> Any:
     from transformers import TrainerCallback
 
     class ExportAdapter(TrainerCallback):
+        """Also measures this process's throughput: wall seconds and tokens read since its first step."""
+
+        started: tuple[float, int, int] | None = None  # (time, global step, tokens seen) when this run began
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.started is None:
+                self.started = (time.perf_counter(), state.global_step, state.num_input_tokens_seen or 0)
+
         def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             folder = Path(config.export_dir or "")
             folder.mkdir(parents=True, exist_ok=True)
@@ -374,10 +384,32 @@ def export_adapter(config: TrainConfig) -> Any:
                 "global_step": state.global_step,
                 "max_steps": state.max_steps,
                 "losses": [(int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e],
+                "throughput": self.throughput(state),
             }
             (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=2) + "\n", encoding="utf-8")
 
+        def throughput(self, state: Any) -> dict[str, Any] | None:
+            if self.started is None:
+                return None
+            began, first_step, first_tokens = self.started
+            seconds = time.perf_counter() - began
+            steps, tokens = state.global_step - first_step, (state.num_input_tokens_seen or 0) - first_tokens
+            return {
+                "steps": steps,
+                "seconds": round(seconds, 1),
+                "seconds_per_step": round(seconds / steps, 1) if steps else None,
+                "tokens": tokens,
+                "tokens_per_second": round(tokens / seconds, 1) if seconds and tokens else None,
+                "threads": _torch_threads(),
+            }
+
     return ExportAdapter()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def answer_loss(model: Any, batch: dict[str, Any]) -> float:

@@ -7,7 +7,7 @@ vLLM can load, was trained on this base model, and fits ``--max-lora-rank`` (a h
 downloaded is left for vLLM to fetch). The plan is the vLLM command for the installed build (CPU or CUDA)
 and a configuration naming the LoRAs ``anchor``, ``explorer`` and ``archetype`` and the calibrator
 ``hosted_vllm/<served base model>``, which is what :meth:`SamnerConfig.vllm` expects; :func:`server` runs it
-(:class:`samner_dspy.vllm_server.VllmServer`).
+(:class:`samner_dspy.serving.vllm_server.VllmServer`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
 from samner_dspy.errors import SamnerError
-from samner_dspy.vllm_server import CPU_KV_CACHE_GIB, ENTRYPOINT, VllmServer, cpu_engine_settings, vllm_build
+from samner_dspy.serving.vllm_server import CPU_KV_CACHE_GIB, ENTRYPOINT, VllmServer, cpu_engine_settings, vllm_build
 
 ANCHOR_ADAPTER = "zjunlp/llama3-8b-iepile-lora"
 """IEPile's LoRA on Meta-Llama-3-8B-Instruct, the paper's anchor extractor (section 3.1)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from samner_dspy.errors import SamnerError
+from samner_dspy.formats.records import json_lines
 
 _CHUNK = 1 << 20
 
@@ -56,14 +57,8 @@ def _json_array(handle: TextIO, where: str) -> Iterator[Any]:
         buffer = buffer[end:]
 
 
-def _json_lines(handle: TextIO, where: str) -> Iterator[Any]:
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SamnerError(f"{where}, line {number}: not valid JSON ({exc})") from exc
+def _values(handle: TextIO, where: str) -> Iterator[Any]:
+    return (value for _, value in json_lines(handle, where))
 
 
 def _first_character(path: Path) -> str:
@@ -76,7 +71,7 @@ def _first_character(path: Path) -> str:
 def iter_file(path: str | Path) -> Iterator[Any]:
     """Records of a local JSON Lines or JSON array file (optionally gzipped), without loading it whole."""
     path = Path(path)
-    reader = _json_array if _first_character(path) == "[" else _json_lines
+    reader = _json_array if _first_character(path) == "[" else _values
     with _open_text(path) as handle:
         yield from reader(handle, str(path))
 

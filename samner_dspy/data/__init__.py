@@ -1,4 +1,4 @@
-"""One loader for the JSON files shipped in ``samner_dspy/data``."""
+"""The JSON files shipped with the package (archetypes, schemas, projection tables) and their one loader."""
 
 from __future__ import annotations
 

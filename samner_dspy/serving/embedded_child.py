@@ -2,14 +2,14 @@
 
 A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its server, holding 1-3 GB,
 would live on as an orphan; so the server watches its parent and exits with it. It also decodes greedy,
-grammar-constrained requests with :mod:`samner_dspy.embedded_sampling` (the same tokens, about twice as fast),
-and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.embedded_prefixes`).
+grammar-constrained requests with :mod:`samner_dspy.serving.embedded_sampling` (the same tokens, about twice as fast),
+and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.serving.embedded_prefixes`).
 A LoRA llama.cpp refuses stops it (llama-cpp-python would serve the base model). It also takes OpenAI's
 ``json_schema`` response format, which llama-cpp-python's server refuses, as the
 ``json_object`` with a ``schema`` that it understands: the program then asks it as it asks vLLM, through
 dspy's own OpenAI-compatible client, without importing LiteLLM (about 4 s of a first annotation on 2 cores).
 
-    python -m samner_dspy.embedded_child [--samner_prefix_dir DIR] --model model.gguf ...   # then llama_cpp.server's
+    python -m samner_dspy.serving.embedded_child [--samner_prefix_dir DIR] --model model.gguf ...  # + its options
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ def refuse_failed_lora() -> None:
 
 def main() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    from samner_dspy.embedded_sampling import install
+    from samner_dspy.serving.embedded_sampling import install
 
     install()  # greedy decoding under a grammar without scanning the whole vocabulary per token
     args = sys.argv[1:]
     if args[:1] == ["--samner_prefix_dir"]:
-        from samner_dspy import embedded_prefixes
+        from samner_dspy.serving import embedded_prefixes
 
         embedded_prefixes.install(embedded_prefixes.PrefixStore(args[1]))
         args = args[2:]

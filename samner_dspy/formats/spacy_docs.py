@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from samner_dspy.exports import Annotated
+from samner_dspy.formats.exports import Annotated
 from samner_dspy.types import Entity
 
 Alignment = Literal["expand", "contract", "strict"]

@@ -1,4 +1,4 @@
-"""Results as JSON Lines: the one record shape, the one reader and the one appending writer.
+"""JSON Lines: the one line reader, the results' record shape, their reader and the one appending writer.
 
 ``samner annotate -o``, the Ray engines and ``samner eval`` write these records; ``samner view``, ``samner
 export`` and the evaluation report read them. A run killed mid-write leaves at most a torn last line: the
@@ -8,12 +8,12 @@ reader skips it and the writer cuts it off before appending, so a rerun redoes e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from samner_dspy.errors import SamnerError
+from samner_dspy.errors import DataFileError, SamnerError
 
 
 def result_record(key: dict[str, Any], text: str, result: Any) -> dict[str, Any]:
@@ -49,6 +49,28 @@ def _upgraded(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def json_lines(
+    lines: Iterable[str], source: str | Path, *, skip_torn: bool = False, need_text: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each non-blank line of JSON Lines ``lines``, ``where`` naming the line
+    (``"<source>, line N"``) for the caller's own errors. A line that is not JSON is an error naming it, or
+    skipped with ``skip_torn`` (a results file torn by a kill); ``need_text`` requires an object with a string
+    ``text`` field."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}, line {number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if skip_torn:
+                continue
+            raise DataFileError(f"{where}: not valid JSON ({exc})") from exc
+        if need_text and (not isinstance(value, dict) or not isinstance(value.get("text"), str)):
+            raise DataFileError(f"{where}: expected an object with a string 'text' field")
+        yield where, value
+
+
 def read_records(path: str | Path, check: bool = True) -> Iterator[dict[str, Any]]:
     """The records of a JSON Lines results file, in file order; lines that are not JSON (torn by a kill) are
     skipped. With ``check``, a record without a string ``text`` or with non-list ``entities`` is an error
@@ -57,17 +79,9 @@ def read_records(path: str | Path, check: bool = True) -> Iterator[dict[str, Any
     if not path.is_file():
         raise SamnerError(f"results file {str(path)!r} does not exist")
     with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if check and (not isinstance(record, dict) or not isinstance(record.get("text"), str)):
-                raise SamnerError(f"{path}, line {number}: expected an object with a string 'text' field")
+        for where, record in json_lines(handle, path, skip_torn=True, need_text=check):
             if check and not isinstance(record.get("entities", []), list):
-                raise SamnerError(f"{path}, line {number}: 'entities' must be a list")
+                raise DataFileError(f"{where}: 'entities' must be a list")
             if isinstance(record, dict):
                 yield _upgraded(record)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from samner_dspy.errors import SamnerError
-from samner_dspy.hardware import fast_dtype
+from samner_dspy.serving.hardware import fast_dtype
 
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 """How to start vLLM: the ``vllm`` console script of the CPU build looks for a distribution named ``vllm``

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from samner_dspy.errors import SamnerError
+from samner_dspy.formats.records import result_record
 from samner_dspy.grounding import mention_key
-from samner_dspy.records import result_record
 from samner_dspy.tagging import occurrence_keys
+from samner_dspy.tracing import window_cores
 from samner_dspy.types import Span
 
 PALETTE = (
@@ -111,10 +112,16 @@ def _probability(stage: Mapping[str, Any] | None, text: str) -> str:
 
 def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, text: str) -> str:
     """Which stage gave the label (to ``text``, the occurrence's key), and with what probability where the
-    backend returned one."""
+    backend returned one. The entity says who typed it (``typed_by``); an older record without it is read from
+    the trace."""
+    typed_by = entity.get("typed_by")
+    if typed_by == "anchor":
+        return f"the anchor filed it under {entity.get('label')!r}; no typing request"
+    if typed_by == "direct":
+        return "typed by the single direct prompt"
     for name, what in (("calibrator", "definition-guided calibration"), ("direct_typing", "direct typing")):
         stage = _stage(trace, name)
-        if stage is not None:
+        if stage is not None and typed_by in (None, name):
             label = ((stage.get("outputs") or {}).get("labels") or {}).get(text, entity.get("label"))
             mode = (stage.get("inputs") or {}).get("mode")
             how = f"{what}, {mode} mode" if mode else what
@@ -197,11 +204,18 @@ def _traces(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any] | No
 
 
 def _trace_of(entity: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int]:
-    """The trace that produced ``entity`` and where its text starts: the window of a long text that holds it,
-    else the record's own."""
+    """The trace that produced ``entity`` and where its text starts: for a long text, the window whose core holds
+    the entity's midpoint (the one the merge kept it from, not the first that contains it); else the record's own."""
     trace = record.get("trace") or {}
-    for window in trace.get("windows") or []:
-        if window.get("start", 0) <= entity.get("start", -1) and entity.get("end", -1) <= window.get("end", 0):
+    windows = [w for w in trace.get("windows") or [] if isinstance(w, Mapping)]
+    if not windows:
+        return trace or None, 0
+    bounds = [(int(w.get("start", 0)), int(w.get("end", 0))) for w in windows]
+    middle = (int(entity.get("start", 0)) + int(entity.get("end", 0))) // 2
+    for window, (core_start, core_end) in zip(
+        windows, window_cores(bounds, len(str(record.get("text", "")))), strict=True
+    ):
+        if core_start <= middle < core_end:
             return window.get("trace"), int(window.get("start", 0))
     return trace or None, 0
 

@@ -242,7 +242,7 @@ def _base_config(base: str | None) -> dict[str, Any] | None:
 
 
 def _export_sha256(base: str | None) -> str | None:
-    from samner_dspy.hf_export import PROVENANCE_FILE
+    from samner_dspy.serving.hf_export import PROVENANCE_FILE
 
     if not base:
         return None
@@ -414,7 +414,7 @@ def _cached_path(folder: Path) -> Path:
     """Beside the adapter's weights; under the cache when the folder is not writable (a hub snapshot, say)."""
     if os.access(folder, os.W_OK):
         return folder / ADAPTER_FILE
-    from samner_dspy.embedded import cache_dir
+    from samner_dspy.serving.embedded import cache_dir
 
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
     return cache_dir().parent / "adapters" / f"{folder.name}-{digest}.gguf"

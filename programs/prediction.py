@@ -12,7 +12,7 @@ class SamnerPrediction(dspy.Prediction):
 
     def to_html(self, text: str | None = None, title: str = "samner view") -> str:
         """This result as the self-contained page of ``samner view``; ``text`` defaults to the input's."""
-        from samner_dspy.view import prediction_record, render_html
+        from samner_dspy.formats.view import prediction_record, render_html
 
         text = text if text is not None else self.get("text")
         if not isinstance(text, str):

@@ -4,7 +4,7 @@ A stage's prompt is its instructions and definitions, then the sentence: within 
 re-evaluates only what differs from its last prompt, but a new process (every ``samner annotate``) paid for
 every stage's whole prompt again, about 2,000 tokens and 10 s of a first sentence's 25 s on 2 cores.
 
-The embedded server's process (:mod:`samner_dspy.embedded_child`) installs this: once a request has evaluated a
+The embedded server's process (:mod:`samner_dspy.serving.embedded_child`) installs this: once a request has evaluated a
 long stretch of its prompt, llama.cpp's state (the KV cache of exactly the prompt's tokens) is written to the
 store, with the tokens; a later request whose prompt shares a longer prefix with a stored prompt than with the
 server's live state loads it first, and llama-cpp-python's own prefix matching then evaluates only the rest.

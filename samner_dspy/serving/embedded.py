@@ -124,7 +124,7 @@ def model_path(name: str | None = None) -> Path:
 def _lora_file(spec: EmbeddedModel, lora: str | os.PathLike[str]) -> Path:
     """The llama.cpp adapter a server of ``spec`` loads: a PEFT folder checked against the model and converted (once),
     or a ``.gguf`` as given (llama.cpp checks that one when it loads it)."""
-    from samner_dspy import gguf_lora
+    from samner_dspy.serving import gguf_lora
 
     path = Path(lora).expanduser()
     if path.is_dir():
@@ -165,14 +165,14 @@ class EmbeddedServer:
 
         ``prefix_store``: evaluated prompts are kept on disk, under :meth:`prefix_dir` (default, unless
         ``SAMNER_PREFIX_STORE=0``) or in the folder given, so a new process does not evaluate every stage's
-        instructions again (:mod:`samner_dspy.embedded_prefixes`); False turns it off.
+        instructions again (:mod:`samner_dspy.serving.embedded_prefixes`); False turns it off.
 
         Decoding one token of a small model is bound by memory, not arithmetic: one thread decodes as fast as
         two here (31 tokens/s, 0.5B, 2 cores), and leaves the other core to a second server decoding beside
         it (the anchor and the explorer). Prompt evaluation is arithmetic and uses every core.
 
         ``lora``: a LoRA the server applies to every request, a PEFT folder (``samner train``'s output, converted to
-        llama.cpp's format on first use: :mod:`samner_dspy.gguf_lora`) or a llama.cpp GGUF adapter. Its prompt
+        llama.cpp's format on first use: :mod:`samner_dspy.serving.gguf_lora`) or a llama.cpp GGUF adapter. Its prompt
         states are kept apart from the base model's (the KV cache differs), in a prefix folder keyed by the adapter."""
         self.spec = model_spec(model)
         self.lora: Path | None = _lora_file(self.spec, lora) if lora else None
@@ -207,7 +207,7 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         store = ["--samner_prefix_dir", str(self.prefix_store)] if self.prefix_store else []
         return [
-            sys.executable, "-m", "samner_dspy.embedded_child",  # llama_cpp.server, exiting with its parent
+            sys.executable, "-m", "samner_dspy.serving.embedded_child",  # llama_cpp.server, exiting with its parent
             *store,
             "--model", str(model_path(self.spec.name)),
             "--model_alias", SERVED_NAME,
@@ -246,7 +246,7 @@ class EmbeddedServer:
     def lora_id(self) -> str | None:
         """The adapter by its content (12 hex digits of its GGUF's SHA-256), None without one: a retrained adapter
         under the same path is another adapter, for the prefix store and for dspy's response cache."""
-        from samner_dspy.hf_export import _sha256
+        from samner_dspy.serving.hf_export import _sha256
 
         if self.lora is None:
             return None

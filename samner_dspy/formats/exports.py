@@ -1,7 +1,7 @@
 """Results in the formats other tools read: GLiNER-style dicts, CoNLL BIO, Label Studio pre-annotations.
 
 Every writer here has a reader, so a tool's edits can come back and tests can check a round trip. spaCy
-``Doc``/``DocBin`` output lives in :mod:`samner_dspy.spacy_docs` (spaCy is an optional extra).
+``Doc``/``DocBin`` output lives in :mod:`samner_dspy.formats.spacy_docs` (spaCy is an optional extra).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.records import read_records
+from samner_dspy.formats.records import read_records
 from samner_dspy.types import Entity
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -42,6 +42,7 @@ def entity_from_dict(data: dict[str, Any]) -> Entity:
         tuple(data.get("sources") or ()),
         data.get("score"),
         data.get("alignment_status"),
+        data.get("typed_by"),
     )
 
 

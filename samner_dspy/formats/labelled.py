@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from samner_dspy.exports import bio_tags, entities_from_bio
+from samner_dspy.errors import DataFileError
+from samner_dspy.formats.exports import bio_tags, entities_from_bio
+from samner_dspy.formats.records import json_lines
 from samner_dspy.types import Entity
 
 DataFormat = Literal["bio", "jsonl", "gliner", "docbin"]
@@ -118,15 +120,15 @@ def _spans(record: dict, where: str) -> list[tuple[int, int, str]]:
         elif isinstance(span, list | tuple) and len(span) == 3:
             spans.append((int(span[0]), int(span[1]), str(span[2])))
         else:
-            raise ValueError(f"{where}: a span must be {{start, end, label}} or [start, end, label], got {span!r}")
+            raise DataFileError(f"{where}: a span must be {{start, end, label}} or [start, end, label], got {span!r}")
     return spans
 
 
 def span_sentence(text: str, spans: list[tuple[int, int, str]], where: str) -> Sentence:
-    """A Sentence of ``text`` with gold spans; tokens and tags follow :func:`samner_dspy.exports.bio_tags`."""
+    """A Sentence of ``text`` with gold spans; tokens and tags follow :func:`samner_dspy.formats.exports.bio_tags`."""
     for start, end, _ in spans:
         if not 0 <= start < end <= len(text):
-            raise ValueError(f"{where}: span [{start}, {end}) is outside the text ({len(text)} characters)")
+            raise DataFileError(f"{where}: span [{start}, {end}) is outside the text ({len(text)} characters)")
     entities = [Entity(text[s:e], label, s, e) for s, e, label in spans]
     offsets, tags, _ = bio_tags(text, entities)
     gold = tuple(GoldEntity(e.text, e.label, e.start, e.end) for e in sorted(entities, key=lambda e: e.start))
@@ -137,16 +139,7 @@ def read_jsonl_file(path: str | Path) -> Iterator[Sentence]:
     """One object per line: ``text`` and its spans (see the module's docstring). A ``samner annotate -o``
     output, corrected by hand, is such a file."""
     with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{where}: expected an object with a string 'text' field")
+        for where, record in json_lines(handle, path, need_text=True):
             yield span_sentence(record["text"], _spans(record, where), where)
 
 
@@ -155,30 +148,30 @@ def read_gliner_file(path: str | Path) -> Iterator[Sentence]:
     try:
         records = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise DataFileError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(records, list):
-        raise ValueError(f"{path}: GLiNER's training data is a JSON list of records")
+        raise DataFileError(f"{path}: GLiNER's training data is a JSON list of records")
     for number, record in enumerate(records):
         where = f"{path}, record {number}"
         tokens = record.get("tokenized_text") if isinstance(record, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ValueError(f"{where}: expected 'tokenized_text', a list of strings")
+            raise DataFileError(f"{where}: expected 'tokenized_text', a list of strings")
         tags = ["O"] * len(tokens)
         for span in record.get("ner") or []:
             if not (isinstance(span, list | tuple) and len(span) == 3):
-                raise ValueError(f"{where}: an 'ner' span must be [first token, last token, label], got {span!r}")
+                raise DataFileError(f"{where}: an 'ner' span must be [first token, last token, label], got {span!r}")
             first, last, label = int(span[0]), int(span[1]), str(span[2])
             if not 0 <= first <= last < len(tokens):
-                raise ValueError(f"{where}: span {span!r} is outside the {len(tokens)} tokens")
+                raise DataFileError(f"{where}: span {span!r} is outside the {len(tokens)} tokens")
             if any(tag != "O" for tag in tags[first : last + 1]):
-                raise ValueError(f"{where}: span {span!r} overlaps another")
+                raise DataFileError(f"{where}: span {span!r} overlaps another")
             tags[first : last + 1] = [f"B-{label}"] + [f"I-{label}"] * (last - first)
         yield bio_sentence(tokens, tags)
 
 
 def read_docbin_file(path: str | Path) -> Iterator[Sentence]:
     """The Docs of a spaCy ``.spacy`` file; gold is ``doc.ents`` (spaCy is the optional ``spacy`` extra)."""
-    from samner_dspy.spacy_docs import read_docbin
+    from samner_dspy.formats.spacy_docs import read_docbin
 
     for doc in read_docbin(path):
         spans = [(span.start_char, span.end_char, span.label_) for span in doc.ents]

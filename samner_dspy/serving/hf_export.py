@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from samner_dspy.embedded import cache_dir, model_path, model_spec
 from samner_dspy.errors import EmbeddedModelError
+from samner_dspy.serving.embedded import cache_dir, model_path, model_spec
 
 PROVENANCE_FILE = "samner_export.json"
 FORMAT = 1

@@ -6,7 +6,7 @@ interruption, and to benchmark the program's own overhead, without a model. Like
 says nothing about model quality. A ``script`` makes it misbehave on purpose (malformed or truncated
 replies, HTTP errors, stalls, hang-ups), so tests can show what the program does with a bad server.
 
-    python -m samner_dspy.stand_in --latency 0.1      # prints its api_base, serves until killed
+    python -m samner_dspy.serving.stand_in --latency 0.1      # prints its api_base, serves until killed
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -175,6 +176,18 @@ def stand_in_server(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def stand_in_process(latency_s: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+    """The stand-in in a process of its own (so its CPU time is not the caller's): the process and its
+    ``api_base``. The caller terminates it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "samner_dspy.serving.stand_in", "--latency", str(latency_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
 
 
 def main() -> None:

@@ -37,6 +37,29 @@ def shown_text(text: str, spans: list[Span] | None, keys: list[str]) -> tuple[st
     return name_occurrences(text, spans, keys), {key: span.text for key, span in zip(keys, spans, strict=True)}
 
 
+def type_in_one_request(
+    stage: LMStage,
+    predictor: dspy.Predict,
+    backend: StageBackend,
+    record: StageRecord,
+    schema: Schema,
+    keys: list[str],
+    label_definitions: dict[str, str],
+    surfaces: dict[str, str] | None,
+    **inputs: object,
+) -> tuple[dict[str, str], dict[str, float]]:
+    """One request labels every key, each answer constrained to the labels shown: the labels it gave (off-schema
+    answers repaired or dropped in ``record``) and their probabilities where the backend returned logprobs."""
+    logprobs: list = []
+    constraint = {"labels": choice_per_key(keys, list(label_definitions))}
+    reply = stage.call_lm(
+        predictor, backend, record, constraint, logprobs, label_definitions=label_definitions, **inputs
+    )
+    answers = (reply or {}).get("labels")
+    labels = resolve_labels(schema, keys, answers, record, surfaces)
+    return labels, entity_probabilities(logprobs, answers, labels, surfaces)
+
+
 class TypeCalibrator(LMStage):
     """``sentence`` (default): one request types all of a sentence's entities, as the authors' code does.
     ``entity``: one request per entity, the paper's equation 12, for comparison.
@@ -70,20 +93,19 @@ class TypeCalibrator(LMStage):
         record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
         probabilities: dict[str, float] = {}
         if self.mode == "sentence":
-            logprobs: list = []
-            reply = self.call_lm(
+            labels, probabilities = type_in_one_request(
+                self,
                 self.predict,
                 backend,
                 record,
-                {"labels": choice_per_key(entities, list(definitions_shown))},
-                logprobs,
-                label_definitions=definitions_shown,
+                schema,
+                entities,
+                definitions_shown,
+                surfaces,
                 archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
                 text=shown,
                 entities=dict(archetypes),
             )
-            labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record, surfaces)
-            probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels, surfaces)
         else:
             labels = {}
             for entity, archetype in archetypes.items():
@@ -135,19 +157,18 @@ class DirectTyper(LMStage):
         record = StageRecord("direct_typing", inputs={"entities": list(entities)})
         definitions_shown = label_definitions(schema, self.allow_no_label)
         shown, surfaces = shown_text(text, spans, entities)
-        logprobs: list = []
-        reply = self.call_lm(
+        labels, probabilities = type_in_one_request(
+            self,
             self.predict,
             backend,
             record,
-            {"labels": choice_per_key(entities, list(definitions_shown))},
-            logprobs,
-            label_definitions=definitions_shown,
+            schema,
+            entities,
+            definitions_shown,
+            surfaces,
             text=shown,
             entities=entities,
         )
-        labels = resolve_labels(schema, entities, (reply or {}).get("labels"), record, surfaces)
-        probabilities = entity_probabilities(logprobs, (reply or {}).get("labels"), labels, surfaces)
         record.outputs = {"labels": labels}
         if probabilities:
             record.outputs["probabilities"] = probabilities

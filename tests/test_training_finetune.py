@@ -236,3 +236,17 @@ def test_the_lm_head_runs_on_answer_positions_only_and_the_loss_is_the_same(tiny
     assert seen[0] < width / 2 and seen[1] == width, "the head saw the answer positions, then every position"
     assert torch.allclose(answer_only, full, atol=1e-5), (answer_only, full)
     assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters() if n in grads)
+
+
+def test_samner_train_has_an_option_for_every_training_setting():
+    """``samner train`` fills TrainConfig by field name: a setting without an option of its name would silently
+    keep its default."""
+    from dataclasses import fields
+
+    from samner_dspy.cli import build_parser
+    from samner_dspy.training.finetune import TrainConfig
+
+    args = build_parser().parse_args(["train", "archetype", "--data", "x.jsonl", "--base-model", "m"])
+    missing = [f.name for f in fields(TrainConfig) if not hasattr(args, f.name)]
+    assert missing == ["resume"], "only resume is spelt otherwise (--no-resume)"
+    assert hasattr(args, "no_resume")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from typing import Any
 
 from samner_dspy.errors import SamnerError
@@ -70,33 +71,10 @@ def train_adapter(args: argparse.Namespace) -> int:
     require_train_extra()
     from samner_dspy.training.finetune import TrainConfig, train
 
+    # The options are named as TrainConfig's fields; only the output folder's default and --no-resume differ.
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     config = TrainConfig(
-        stage=args.stage,
-        data=args.data,
-        base_model=args.base_model,
-        output_dir=args.output_dir or f"adapters/{args.stage}",
-        rank=args.rank,
-        alpha=args.alpha,
-        dropout=args.dropout,
-        target_modules=args.target_modules,
-        cutoff_len=args.cutoff_len,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        scheduler=args.scheduler,
-        warmup_ratio=args.warmup_ratio,
-        bf16=args.bf16,
-        max_steps=args.max_steps,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        seed=args.seed,
-        resume=not args.no_resume,
-        gradient_checkpointing=args.gradient_checkpointing,
-        top_layers=args.top_layers,
-        save_total_limit=args.save_total_limit,
-        export_dir=args.export_dir,
-        init_adapter=args.init_adapter,
+        **{**given, "output_dir": args.output_dir or f"adapters/{args.stage}", "resume": not args.no_resume}
     )
     result = train(config)
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""

@@ -74,11 +74,11 @@ def discovery_by_stage(records: list[dict[str, Any]]) -> dict[str, dict[str, Any
     """Span scores (labels ignored) of each discovery stage that ran on every record, per domain."""
     scores: dict[str, dict[str, Any]] = {}
     for stage in DISCOVERY_STAGES:
+        if stage == "grounding" and not scores:
+            continue  # a single-request program: its grounded spans are the discovery table's row already
         predicted = [stage_spans(r, stage) for r in records]
         if not records or any(spans is None for spans in predicted):
             continue
-        if stage == "grounding" and not scores:
-            continue  # a single-request program: its grounded spans are the discovery table's row already
         by_domain = {}
         for domain in _ordered({r["domain"] for r in records}):
             pairs = [(r, p) for r, p in zip(records, predicted, strict=True) if r["domain"] == domain]

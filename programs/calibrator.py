@@ -10,10 +10,10 @@ from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key, one_of
 from samner_dspy.modes import CALIBRATION_REQUESTS, CalibrationRequests, check_mode
 from samner_dspy.programs.base import LMStage, answer_for
-from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
+from samner_dspy.programs.labels import label_definitions, labels_of_archetype, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
-from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
-from samner_dspy.tagging import name_occurrences
+from samner_dspy.signatures import CalibrateEntity, CalibrateType, ClassifyArchetype, TypeEntities
+from samner_dspy.tagging import name_occurrences, tag_entities
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span
 
@@ -46,12 +46,14 @@ def type_in_one_request(
     keys: list[str],
     label_definitions: dict[str, str],
     surfaces: dict[str, str] | None,
+    choices: dict[str, list[str]] | None = None,
     **inputs: object,
 ) -> tuple[dict[str, str], dict[str, float]]:
-    """One request labels every key, each answer constrained to the labels shown: the labels it gave (off-schema
-    answers repaired or dropped in ``record``) and their probabilities where the backend returned logprobs."""
+    """One request labels every key, each answer constrained to the labels shown (or to its own ``choices``):
+    the labels it gave (off-schema answers repaired or dropped in ``record``) and their probabilities where the
+    backend returned logprobs."""
     logprobs: list = []
-    constraint = {"labels": choice_per_key(keys, list(label_definitions))}
+    constraint = {"labels": choice_per_key(keys, choices or list(label_definitions))}
     reply = stage.call_lm(
         predictor, backend, record, constraint, logprobs, label_definitions=label_definitions, **inputs
     )
@@ -65,7 +67,9 @@ class TypeCalibrator(LMStage):
     ``entity``: one request per entity, the paper's equation 12, for comparison.
 
     ``archetypes`` is keyed as the archetype stage named the entities; ``spans`` (one per key, in that order)
-    lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`).
+    lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`). With
+    ``label_archetypes`` (each label's own archetype) an entity chooses among its archetype's labels only, and
+    one that has a single such label takes it without a request (listed in the prediction's ``by_archetype``).
     """
 
     def __init__(
@@ -85,38 +89,50 @@ class TypeCalibrator(LMStage):
         archetypes: dict[str, str],
         backend: StageBackend,
         spans: list[Span] | None = None,
+        label_archetypes: dict[str, str] | None = None,
     ) -> dspy.Prediction:
-        entities = list(archetypes)
-        shown, surfaces = shown_text(text, spans, entities)
+        shown, surfaces = shown_text(text, spans, list(archetypes))
         definitions = archetype_definitions()
         definitions_shown = label_definitions(schema, self.allow_no_label)
+        choices = {key: labels_of_archetype(definitions_shown, label_archetypes, a) for key, a in archetypes.items()}
+        by_archetype = {
+            key: fitting[0]
+            for key, fitting in choices.items()
+            if len(fitting) == 1 and (label_archetypes or {}).get(fitting[0]) == archetypes[key]
+        }
+        asked = {key: archetype for key, archetype in archetypes.items() if key not in by_archetype}
         record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
+        if label_archetypes is not None:
+            record.inputs["by_archetype"] = dict(by_archetype)
+        labels: dict[str, str] = dict(by_archetype)
         probabilities: dict[str, float] = {}
-        if self.mode == "sentence":
-            labels, probabilities = type_in_one_request(
+        if self.mode == "sentence" and asked:
+            shown_labels = {label for key in asked for label in choices[key]}
+            typed, probabilities = type_in_one_request(
                 self,
                 self.predict,
                 backend,
                 record,
                 schema,
-                entities,
-                definitions_shown,
+                list(asked),
+                {label: d for label, d in definitions_shown.items() if label in shown_labels},
                 surfaces,
-                archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
+                {key: choices[key] for key in asked},
+                archetype_definitions={a: definitions[a] for a in dict.fromkeys(asked.values())},
                 text=shown,
-                entities=dict(archetypes),
+                entities=asked,
             )
-        else:
-            labels = {}
-            for entity, archetype in archetypes.items():
+            labels.update(typed)
+        elif self.mode == "entity":
+            for entity, archetype in asked.items():
                 logprobs = []
                 reply = self.call_lm(
                     self.predict_entity,
                     backend,
                     record,
-                    {"label": one_of(list(definitions_shown))},
+                    {"label": one_of(choices[entity])},
                     logprobs,
-                    label_definitions=definitions_shown,
+                    label_definitions={label: definitions_shown[label] for label in choices[entity]},
                     text=shown,
                     entity=entity,
                     archetype=archetype,
@@ -129,10 +145,13 @@ class TypeCalibrator(LMStage):
                     found = answer_probabilities(logprobs[-1], {"label": answer}) if logprobs else {}
                     if "label" in found:
                         probabilities[entity] = found["label"]
+        labels = {key: labels[key] for key in archetypes if key in labels}  # in the entities' order
         record.outputs = {"labels": labels}
         if probabilities:
             record.outputs["probabilities"] = probabilities
-        return dspy.Prediction(label_of=labels, probabilities=probabilities, record=record)
+        return dspy.Prediction(
+            label_of=labels, probabilities=probabilities, record=record, by_archetype=list(by_archetype)
+        )
 
 
 class DirectTyper(LMStage):
@@ -169,6 +188,48 @@ class DirectTyper(LMStage):
             text=shown,
             entities=entities,
         )
+        record.outputs = {"labels": labels}
+        if probabilities:
+            record.outputs["probabilities"] = probabilities
+        return dspy.Prediction(label_of=labels, probabilities=probabilities, record=record)
+
+
+class LabelMatcher(LMStage):
+    """Types the marked spans with the archetype stage's prompt and model, the target labels' definitions in
+    the archetypes' place: the trained classifier matches mentions to definitions, whichever they are.
+
+    On the embedded 0.5B model with the trained archetype adapter it gives 40% of dev's gold spans their gold
+    label, against 23% for the frozen calibrator (``evals/results/archetypes-dev-qwen2.5-coder-0.5b``).
+    ``keys`` names each span as for :class:`~samner_dspy.programs.archetype.ArchetypeClassifier`.
+    """
+
+    def __init__(self, allow_no_label: bool = False, adapter: dspy.Adapter | None = None) -> None:
+        super().__init__(adapter)
+        self.allow_no_label = allow_no_label
+        self.predict = dspy.Predict(ClassifyArchetype)
+
+    def forward(
+        self, text: str, schema: Schema, spans: list[Span], keys: list[str], backend: StageBackend
+    ) -> dspy.Prediction:
+        surfaces = {key: span.text for key, span in zip(keys, spans, strict=True)}
+        entities = list(dict.fromkeys(keys))
+        tagged = tag_entities(text, spans, keys)
+        definitions = label_definitions(schema, self.allow_no_label)
+        record = StageRecord("matcher", inputs={"tagged_text": tagged, "entities": entities})
+        logprobs: list = []
+        reply = self.call_lm(
+            self.predict,
+            backend,
+            record,
+            {"archetypes": choice_per_key(entities, list(definitions))},
+            logprobs,
+            archetype_definitions=definitions,
+            tagged_text=tagged,
+            entities=entities,
+        )
+        answers = (reply or {}).get("archetypes")
+        labels = resolve_labels(schema, entities, answers, record, surfaces)
+        probabilities = entity_probabilities(logprobs, answers, labels, surfaces)
         record.outputs = {"labels": labels}
         if probabilities:
             record.outputs["probabilities"] = probabilities

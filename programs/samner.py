@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dspy
@@ -26,8 +26,8 @@ from samner_dspy.modes import (
     Preset,
     check_mode,
 )
-from samner_dspy.programs.archetype import ArchetypeClassifier
-from samner_dspy.programs.calibrator import DirectTyper, TypeCalibrator
+from samner_dspy.programs.archetype import ArchetypeClassifier, label_text
+from samner_dspy.programs.calibrator import DirectTyper, LabelMatcher, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
 from samner_dspy.programs.prediction import SamnerPrediction
@@ -66,6 +66,9 @@ class Mediation:
     archetypes: dict[str, str] = field(default_factory=dict)
     probabilities: dict[str, float] | None = None
     """The archetype answers' probabilities; None when no archetype was asked for."""
+    label_archetypes: dict[str, str] | None = None
+    """Each schema label's own archetype, with ``restrict_labels``: calibration keeps a span to its archetype's
+    labels."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ class SAMNER(ConfiguredProgram):
             (:data:`samner_dspy.modes.PRESETS`): ``paper``, or ``small`` (:meth:`for_small_models`). None picks
             ``small`` when every stage runs on an embedded model and ``paper`` otherwise (vLLM and the LoRAs).
         ccr: consensus mode, ``rule`` (the paper's), ``verify`` or ``off``.
-        calibration: ``sentence`` (the paper's), ``entity``, or ``off`` for direct typing without archetypes.
+        calibration: ``sentence`` (the paper's), ``entity``, ``matched`` (the archetype stage's classifier
+            types the spans against the labels' definitions), ``off`` for direct typing without archetypes, or
+            ``anchor`` (the anchor's own types; :data:`samner_dspy.modes.CalibrationMode`).
         use_anchor, use_explorer: the discovery ablations.
         allow_no_label: let typing answer "none" for an entity no label fits, which drops it. Off by default:
             small models answer "none" for nearly everything, and extractors already target the schema.
@@ -108,6 +113,10 @@ class SAMNER(ConfiguredProgram):
             label, and calibration types only the others (each kept label is traced under the calibrator's
             ``from_anchor``). Off in the paper's configuration; on in :meth:`for_small_models`, where the
             anchor's unambiguous types are right about twice as often as the calibrator's.
+        restrict_labels: the archetype stage also classifies the schema's labels (once per schema, each label
+            read with its definition; traced as ``label_archetypes``), and calibration chooses each span's label
+            among those of its archetype; a span whose archetype has one label takes it with no request
+            (``typed_by == "archetype"``). A span whose archetype no label has chooses among all of them.
         max_types_per_request: split large schemas over several extraction requests (None: one request).
         threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
             stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
@@ -115,7 +124,11 @@ class SAMNER(ConfiguredProgram):
             with ``window=False``, refused before any request). See :class:`ConfiguredProgram`.
     """
 
-    STEPS: tuple[tuple[str, ...], ...] = (("anchor", "explorer", "consensus"), ("archetype",), ("calibrator", "direct"))
+    STEPS: tuple[tuple[str, ...], ...] = (
+        ("anchor", "explorer", "consensus"),
+        ("archetype",),
+        ("calibrator", "matcher", "direct"),
+    )
     """The stage modules in the order ``forward`` calls them, grouped by what runs together (discovery, mediation,
     calibration): the plan of the Ray actor steps (:mod:`samner_dspy.scale.ray_data`)."""
 
@@ -132,6 +145,7 @@ class SAMNER(ConfiguredProgram):
         use_explorer: bool = True,
         allow_no_label: bool = False,
         trust_anchor_types: bool | None = None,
+        restrict_labels: bool | None = None,
         max_types_per_request: int | None = None,
         threshold: float = 0.0,
         max_chars: int = DEFAULT_MAX_CHARS,
@@ -144,7 +158,12 @@ class SAMNER(ConfiguredProgram):
         if preset is None:
             preset = preset_for(self.config, self.lms)
         check_mode("preset", preset, PRESET_NAMES)
-        chosen = {"ccr": ccr, "calibration": calibration, "trust_anchor_types": trust_anchor_types}
+        chosen = {
+            "ccr": ccr,
+            "calibration": calibration,
+            "trust_anchor_types": trust_anchor_types,
+            "restrict_labels": restrict_labels,
+        }
         options = {**PRESETS[preset], **{name: value for name, value in chosen.items() if value is not None}}
         ccr, calibration = options["ccr"], options["calibration"]
         trust_anchor_types = bool(options["trust_anchor_types"])
@@ -154,12 +173,16 @@ class SAMNER(ConfiguredProgram):
         self.use_explorer = use_explorer
         self.calibration = calibration
         self.trust_anchor_types = trust_anchor_types
+        self.restrict_labels = bool(options["restrict_labels"])
+        self._label_archetypes: dict[tuple[str, ...], dict[str, str]] = {}
+        """Each schema's label archetypes, by its labels and definitions: asked once per schema."""
         self.anchor = SpanExtractor("anchor", IEPileAdapter(), max_types_per_request)
         self.explorer = SpanExtractor("explorer", max_types_per_request=max_types_per_request)
         self.consensus = ConsensusRefiner(ccr, noise_rule)
         self.archetype = ArchetypeClassifier()
         self.calibrator = TypeCalibrator("entity" if calibration == "entity" else "sentence", allow_no_label)
         self.direct = DirectTyper(allow_no_label)
+        self.matcher = LabelMatcher(allow_no_label)
 
     @classmethod
     def for_small_models(cls, config: ConfigLike = None, **options: Any) -> SAMNER:
@@ -239,16 +262,40 @@ class SAMNER(ConfiguredProgram):
             if key in typing.labels
         ]
 
+    def label_archetypes(self, schema: Schema, backend: StageBackend, trace: Trace) -> dict[str, str]:
+        """Each label's archetype, from the archetype stage reading the schema's ``label: definition`` lines;
+        asked once per schema (a failed request is asked again with the next text)."""
+        key = tuple(item for pair in schema.items() for item in pair)
+        if key in self._label_archetypes:
+            found = self._label_archetypes[key]
+            trace.add(StageRecord("label_archetypes", inputs={"cached": True}, outputs={"archetypes": dict(found)}))
+            return found
+        text, spans = label_text(schema)
+        classified = self.archetype(text=text, spans=spans, backend=backend, keys=list(schema))
+        record = replace(classified.record, stage="label_archetypes")
+        trace.add(record)
+        if record.error is None:
+            self._label_archetypes[key] = classified.archetypes
+        return classified.archetypes
+
     def mediate(
-        self, text: str, discovery: Discovery, keys: list[str], backends: dict[str, StageBackend], trace: Trace
+        self,
+        text: str,
+        schema: Schema,
+        discovery: Discovery,
+        keys: list[str],
+        backends: dict[str, StageBackend],
+        trace: Trace,
     ) -> Mediation:
-        """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``)."""
+        """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``);
+        with ``restrict_labels``, the labels' archetypes too."""
         spans = [span for span, _ in discovery.located]
         if self.calibration in ("off", "anchor") or not spans:
             return Mediation()
         mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
         trace.add(mediated.record)
-        return Mediation(mediated.archetypes, mediated.probabilities)
+        label_archetypes = self.label_archetypes(schema, backends["archetype"], trace) if self.restrict_labels else None
+        return Mediation(mediated.archetypes, mediated.probabilities, label_archetypes)
 
     def calibrate(
         self,
@@ -261,7 +308,8 @@ class SAMNER(ConfiguredProgram):
         trace: Trace,
     ) -> Typing:
         """Calibration: one target label per span, from its archetype (``calibration`` ``sentence`` or
-        ``entity``), from the definitions alone (``off``), or the anchor's own (``anchor``, no request). With
+        ``entity``), by the archetype classifier over the labels' definitions (``matched``), from the definitions
+        alone (``off``), or the anchor's own (``anchor``, no request). With
         ``trust_anchor_types`` a span the anchor filed under one label keeps it and is not asked about."""
         if self.calibration == "anchor":
             labels = self._anchor_labels(discovery, keys, schema, only_one=False)
@@ -273,9 +321,17 @@ class SAMNER(ConfiguredProgram):
         from_anchor = self._anchor_labels(discovery, keys, schema) if self.trust_anchor_types else {}
         spans = [span for span, _ in discovery.located]
         open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
-        stage = "direct_typing" if self.calibration == "off" else "calibrator"
+        stage = {"off": "direct_typing", "matched": "matcher"}.get(self.calibration, "calibrator")
         typed = None
-        if open_spans and stage == "direct_typing":
+        if open_spans and stage == "matcher":
+            typed = self.matcher(
+                text=text,
+                schema=schema,
+                spans=[span for span, _ in open_spans],
+                keys=[key for _, key in open_spans],
+                backend=backends["archetype"],
+            )
+        elif open_spans and stage == "direct_typing":
             typed = self.direct(
                 text=text,
                 schema=schema,
@@ -290,6 +346,7 @@ class SAMNER(ConfiguredProgram):
                 archetypes={key: mediation.archetypes[key] for _, key in open_spans},
                 backend=backends["calibrator"],
                 spans=[span for span, _ in open_spans],
+                label_archetypes=mediation.label_archetypes,
             )
         record = typed.record if typed is not None else None
         if typed is None and from_anchor:  # the anchor typed every mention: no typing request
@@ -299,7 +356,12 @@ class SAMNER(ConfiguredProgram):
                 record.inputs["from_anchor"] = from_anchor
             trace.add(record)
         labels = typed.label_of if typed is not None else {}
-        typed_by = {**dict.fromkeys(labels, stage), **dict.fromkeys(from_anchor, "anchor")}
+        by_archetype = typed.get("by_archetype", []) if typed is not None else []
+        typed_by = {
+            **dict.fromkeys(labels, stage),
+            **dict.fromkeys((key for key in by_archetype if key in labels), "archetype"),
+            **dict.fromkeys(from_anchor, "anchor"),
+        }
         return Typing({**labels, **from_anchor}, typed_by, typed.probabilities if typed is not None else None)
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
@@ -308,7 +370,7 @@ class SAMNER(ConfiguredProgram):
         backends, trace = self.backends(), Trace()
         discovery = self.discover(text, schema, backends, trace)
         keys = occurrence_keys([span for span, _ in discovery.located])  # later stages answer per span, by key
-        mediation = self.mediate(text, discovery, keys, backends, trace)
+        mediation = self.mediate(text, schema, discovery, keys, backends, trace)
         typing = self.calibrate(text, schema, discovery, keys, mediation, backends, trace)
         probabilities = [p for p in (mediation.probabilities, typing.probabilities) if p is not None]
         entities = self._entities(discovery, keys, typing, mediation.archetypes, probabilities)

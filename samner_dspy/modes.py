@@ -9,8 +9,10 @@ ConsensusMode = Literal["rule", "verify", "off"]
 """``rule``: the released consensus rule; ``verify``: the anchor checks doubtful candidates; ``off``: plain union."""
 CalibrationRequests = Literal["sentence", "entity"]
 """How the calibrator asks: ``sentence``, one typing request per text; ``entity``, one per entity."""
-CalibrationMode = Literal[CalibrationRequests, "off", "anchor"]
-"""The program's calibration: the calibrator's two ways of asking; ``off``: direct typing, no archetypes;
+CalibrationMode = Literal[CalibrationRequests, "matched", "off", "anchor"]
+"""The program's calibration: the calibrator's two ways of asking; ``matched``: the archetype stage's trained
+classifier matches the marked spans to the target labels' definitions, in the prompt it matches them to the
+archetypes' (one request a text, on the archetype stage's model); ``off``: direct typing, no archetypes;
 ``anchor``: no typing stage, each mention keeps the first label the anchor filed it under (the "anchor's types
 only" ablation, and with ``use_explorer=False`` the anchor-only baseline: one request a sentence)."""
 CONSENSUS_MODES: tuple[str, ...] = get_args(ConsensusMode)
@@ -28,10 +30,10 @@ Preset = Literal["paper", "small"]
 """Named sets of the program's options: ``paper``, the paper's and the authors' released configuration (for
 fine-tuned stages, vLLM and the LoRAs); ``small``, what scores best on the small models run here."""
 PRESETS: dict[str, dict[str, object]] = {
-    "paper": {"ccr": "rule", "calibration": "sentence", "trust_anchor_types": False},
+    "paper": {"ccr": "rule", "calibration": "sentence", "trust_anchor_types": False, "restrict_labels": False},
     # On the embedded 0.5B model, standing sample (100 CrossNER sentences): the anchor's unambiguous types are
     # right 64% of the time against the calibrator's 29%, and CCR's verification finds more gold spans.
-    "small": {"ccr": "verify", "calibration": "entity", "trust_anchor_types": True},
+    "small": {"ccr": "verify", "calibration": "entity", "trust_anchor_types": True, "restrict_labels": False},
 }
 PRESET_NAMES: tuple[str, ...] = get_args(Preset)
 

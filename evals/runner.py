@@ -61,14 +61,12 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "small-no-explorer": Configuration("small, w/o explorer", {**_SMALL, "use_explorer": False}),
     "small-no-archetype": Configuration("small, w/o archetype stage", {**_SMALL, "calibration": "off"}),
     "small-anchor-types": Configuration("small, anchor's types only", {**_SMALL, "calibration": "anchor"}),
-    # Calibration kept to the labels of each span's archetype (restrict_labels).
-    "samner-restricted": Configuration(
-        "SAM-NER, labels of the archetype", {"preset": "paper", "restrict_labels": True}
-    ),
-    "small-restricted": Configuration("small, labels of the archetype", {**_SMALL, "restrict_labels": True}),
     # Typing by the archetype stage's classifier over the target labels' definitions (calibration="matched").
     "samner-matched": Configuration("SAM-NER, labels matched", {"preset": "paper", "calibration": "matched"}),
     "small-matched": Configuration("small, labels matched", {**_SMALL, "calibration": "matched"}),
+    "small-matched-all": Configuration(
+        "small, every label matched", {**_SMALL, "calibration": "matched", "trust_anchor_types": False}
+    ),
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""

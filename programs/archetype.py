@@ -9,23 +9,10 @@ from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key
 from samner_dspy.programs.base import LMStage, answer_for
-from samner_dspy.schema import Schema
 from samner_dspy.signatures import ClassifyArchetype
 from samner_dspy.tagging import tag_entities
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span
-
-
-def label_text(schema: Schema) -> tuple[str, list[Span]]:
-    """The schema written as one ``label: definition`` line per label, and where each label stands in it: the
-    archetype stage reads the labels as marked entities in context, as it reads a sentence's mentions."""
-    lines, spans, cursor = [], [], 0
-    for label, definition in schema.items():
-        spans.append(Span(cursor, cursor + len(label), label))
-        line = f"{label}: {definition}"
-        lines.append(line)
-        cursor += len(line) + 1
-    return "\n".join(lines), spans
 
 
 class ArchetypeClassifier(LMStage):

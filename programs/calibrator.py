@@ -10,7 +10,7 @@ from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key, one_of
 from samner_dspy.modes import CALIBRATION_REQUESTS, CalibrationRequests, check_mode
 from samner_dspy.programs.base import LMStage, answer_for
-from samner_dspy.programs.labels import label_definitions, labels_of_archetype, resolve_label, resolve_labels
+from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import CalibrateEntity, CalibrateType, ClassifyArchetype, TypeEntities
 from samner_dspy.tagging import name_occurrences, tag_entities
@@ -46,14 +46,12 @@ def type_in_one_request(
     keys: list[str],
     label_definitions: dict[str, str],
     surfaces: dict[str, str] | None,
-    choices: dict[str, list[str]] | None = None,
     **inputs: object,
 ) -> tuple[dict[str, str], dict[str, float]]:
-    """One request labels every key, each answer constrained to the labels shown (or to its own ``choices``):
-    the labels it gave (off-schema answers repaired or dropped in ``record``) and their probabilities where the
-    backend returned logprobs."""
+    """One request labels every key, each answer constrained to the labels shown: the labels it gave (off-schema
+    answers repaired or dropped in ``record``) and their probabilities where the backend returned logprobs."""
     logprobs: list = []
-    constraint = {"labels": choice_per_key(keys, choices or list(label_definitions))}
+    constraint = {"labels": choice_per_key(keys, list(label_definitions))}
     reply = stage.call_lm(
         predictor, backend, record, constraint, logprobs, label_definitions=label_definitions, **inputs
     )
@@ -67,9 +65,7 @@ class TypeCalibrator(LMStage):
     ``entity``: one request per entity, the paper's equation 12, for comparison.
 
     ``archetypes`` is keyed as the archetype stage named the entities; ``spans`` (one per key, in that order)
-    lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`). With
-    ``label_archetypes`` (each label's own archetype) an entity chooses among its archetype's labels only, and
-    one that has a single such label takes it without a request (listed in the prediction's ``by_archetype``).
+    lets the prompt's text name repeated occurrences by their keys (see :func:`shown_text`).
     """
 
     def __init__(
@@ -89,50 +85,38 @@ class TypeCalibrator(LMStage):
         archetypes: dict[str, str],
         backend: StageBackend,
         spans: list[Span] | None = None,
-        label_archetypes: dict[str, str] | None = None,
     ) -> dspy.Prediction:
-        shown, surfaces = shown_text(text, spans, list(archetypes))
+        entities = list(archetypes)
+        shown, surfaces = shown_text(text, spans, entities)
         definitions = archetype_definitions()
         definitions_shown = label_definitions(schema, self.allow_no_label)
-        choices = {key: labels_of_archetype(definitions_shown, label_archetypes, a) for key, a in archetypes.items()}
-        by_archetype = {
-            key: fitting[0]
-            for key, fitting in choices.items()
-            if len(fitting) == 1 and (label_archetypes or {}).get(fitting[0]) == archetypes[key]
-        }
-        asked = {key: archetype for key, archetype in archetypes.items() if key not in by_archetype}
         record = StageRecord("calibrator", inputs={"mode": self.mode, "archetypes": dict(archetypes)})
-        if label_archetypes is not None:
-            record.inputs["by_archetype"] = dict(by_archetype)
-        labels: dict[str, str] = dict(by_archetype)
         probabilities: dict[str, float] = {}
-        if self.mode == "sentence" and asked:
-            shown_labels = {label for key in asked for label in choices[key]}
-            typed, probabilities = type_in_one_request(
+        if self.mode == "sentence":
+            labels, probabilities = type_in_one_request(
                 self,
                 self.predict,
                 backend,
                 record,
                 schema,
-                list(asked),
-                {label: d for label, d in definitions_shown.items() if label in shown_labels},
+                entities,
+                definitions_shown,
                 surfaces,
-                {key: choices[key] for key in asked},
-                archetype_definitions={a: definitions[a] for a in dict.fromkeys(asked.values())},
+                archetype_definitions={a: definitions[a] for a in dict.fromkeys(archetypes.values())},
                 text=shown,
-                entities=asked,
+                entities=dict(archetypes),
             )
-            labels.update(typed)
-        elif self.mode == "entity":
-            for entity, archetype in asked.items():
+        else:
+            labels = {}
+            for entity, archetype in archetypes.items():
                 logprobs = []
                 reply = self.call_lm(
                     self.predict_entity,
                     backend,
                     record,
-                    {"label": one_of(choices[entity])},
+                    {"label": one_of(list(definitions_shown))},
                     logprobs,
-                    label_definitions={label: definitions_shown[label] for label in choices[entity]},
+                    label_definitions=definitions_shown,
                     text=shown,
                     entity=entity,
                     archetype=archetype,
@@ -145,13 +129,10 @@ class TypeCalibrator(LMStage):
                     found = answer_probabilities(logprobs[-1], {"label": answer}) if logprobs else {}
                     if "label" in found:
                         probabilities[entity] = found["label"]
-        labels = {key: labels[key] for key in archetypes if key in labels}  # in the entities' order
         record.outputs = {"labels": labels}
         if probabilities:
             record.outputs["probabilities"] = probabilities
-        return dspy.Prediction(
-            label_of=labels, probabilities=probabilities, record=record, by_archetype=list(by_archetype)
-        )
+        return dspy.Prediction(label_of=labels, probabilities=probabilities, record=record)
 
 
 class DirectTyper(LMStage):

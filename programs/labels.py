@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from samner_dspy.grounding import mention_key
 from samner_dspy.programs.base import answer_for
 from samner_dspy.schema import NO_LABEL, Schema
@@ -15,19 +13,6 @@ NO_LABEL_DEFINITION = "No label of this schema fits the entity; it is left out o
 def label_definitions(schema: Schema, allow_no_label: bool) -> dict[str, str]:
     """The definitions a typing prompt shows; ``none`` joins them only when the caller allows it."""
     return {**schema.to_dict(), NO_LABEL: NO_LABEL_DEFINITION} if allow_no_label else schema.to_dict()
-
-
-def labels_of_archetype(
-    definitions: dict[str, str], label_archetypes: Mapping[str, str] | None, archetype: str
-) -> list[str]:
-    """The labels of ``definitions`` a span of ``archetype`` may take: those whose own archetype it is (with
-    ``none`` if shown), or every label when no label has it or the labels' archetypes are unknown."""
-    if not label_archetypes:
-        return list(definitions)
-    fitting = [label for label in definitions if label_archetypes.get(label) == archetype]
-    if not fitting:
-        return list(definitions)
-    return [*fitting, NO_LABEL] if NO_LABEL in definitions else fitting
 
 
 def resolve_label(schema: Schema, entity: str, answer: object, record: StageRecord) -> str | None:

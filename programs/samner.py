@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
@@ -26,7 +26,7 @@ from samner_dspy.modes import (
     Preset,
     check_mode,
 )
-from samner_dspy.programs.archetype import ArchetypeClassifier, label_text
+from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import DirectTyper, LabelMatcher, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
@@ -66,9 +66,6 @@ class Mediation:
     archetypes: dict[str, str] = field(default_factory=dict)
     probabilities: dict[str, float] | None = None
     """The archetype answers' probabilities; None when no archetype was asked for."""
-    label_archetypes: dict[str, str] | None = None
-    """Each schema label's own archetype, with ``restrict_labels``: calibration keeps a span to its archetype's
-    labels."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +110,6 @@ class SAMNER(ConfiguredProgram):
             label, and calibration types only the others (each kept label is traced under the calibrator's
             ``from_anchor``). Off in the paper's configuration; on in :meth:`for_small_models`, where the
             anchor's unambiguous types are right about twice as often as the calibrator's.
-        restrict_labels: the archetype stage also classifies the schema's labels (once per schema, each label
-            read with its definition; traced as ``label_archetypes``), and calibration chooses each span's label
-            among those of its archetype; a span whose archetype has one label takes it with no request
-            (``typed_by == "archetype"``). A span whose archetype no label has chooses among all of them.
         max_types_per_request: split large schemas over several extraction requests (None: one request).
         threshold: drop entities whose ``score`` is below it (each drop is traced under the ``confidence``
             stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
@@ -145,7 +138,6 @@ class SAMNER(ConfiguredProgram):
         use_explorer: bool = True,
         allow_no_label: bool = False,
         trust_anchor_types: bool | None = None,
-        restrict_labels: bool | None = None,
         max_types_per_request: int | None = None,
         threshold: float = 0.0,
         max_chars: int = DEFAULT_MAX_CHARS,
@@ -158,12 +150,7 @@ class SAMNER(ConfiguredProgram):
         if preset is None:
             preset = preset_for(self.config, self.lms)
         check_mode("preset", preset, PRESET_NAMES)
-        chosen = {
-            "ccr": ccr,
-            "calibration": calibration,
-            "trust_anchor_types": trust_anchor_types,
-            "restrict_labels": restrict_labels,
-        }
+        chosen = {"ccr": ccr, "calibration": calibration, "trust_anchor_types": trust_anchor_types}
         options = {**PRESETS[preset], **{name: value for name, value in chosen.items() if value is not None}}
         ccr, calibration = options["ccr"], options["calibration"]
         trust_anchor_types = bool(options["trust_anchor_types"])
@@ -173,9 +160,6 @@ class SAMNER(ConfiguredProgram):
         self.use_explorer = use_explorer
         self.calibration = calibration
         self.trust_anchor_types = trust_anchor_types
-        self.restrict_labels = bool(options["restrict_labels"])
-        self._label_archetypes: dict[tuple[str, ...], dict[str, str]] = {}
-        """Each schema's label archetypes, by its labels and definitions: asked once per schema."""
         self.anchor = SpanExtractor("anchor", IEPileAdapter(), max_types_per_request)
         self.explorer = SpanExtractor("explorer", max_types_per_request=max_types_per_request)
         self.consensus = ConsensusRefiner(ccr, noise_rule)
@@ -262,40 +246,16 @@ class SAMNER(ConfiguredProgram):
             if key in typing.labels
         ]
 
-    def label_archetypes(self, schema: Schema, backend: StageBackend, trace: Trace) -> dict[str, str]:
-        """Each label's archetype, from the archetype stage reading the schema's ``label: definition`` lines;
-        asked once per schema (a failed request is asked again with the next text)."""
-        key = tuple(item for pair in schema.items() for item in pair)
-        if key in self._label_archetypes:
-            found = self._label_archetypes[key]
-            trace.add(StageRecord("label_archetypes", inputs={"cached": True}, outputs={"archetypes": dict(found)}))
-            return found
-        text, spans = label_text(schema)
-        classified = self.archetype(text=text, spans=spans, backend=backend, keys=list(schema))
-        record = replace(classified.record, stage="label_archetypes")
-        trace.add(record)
-        if record.error is None:
-            self._label_archetypes[key] = classified.archetypes
-        return classified.archetypes
-
     def mediate(
-        self,
-        text: str,
-        schema: Schema,
-        discovery: Discovery,
-        keys: list[str],
-        backends: dict[str, StageBackend],
-        trace: Trace,
+        self, text: str, discovery: Discovery, keys: list[str], backends: dict[str, StageBackend], trace: Trace
     ) -> Mediation:
-        """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``);
-        with ``restrict_labels``, the labels' archetypes too."""
+        """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``)."""
         spans = [span for span, _ in discovery.located]
         if self.calibration in ("off", "anchor") or not spans:
             return Mediation()
         mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
         trace.add(mediated.record)
-        label_archetypes = self.label_archetypes(schema, backends["archetype"], trace) if self.restrict_labels else None
-        return Mediation(mediated.archetypes, mediated.probabilities, label_archetypes)
+        return Mediation(mediated.archetypes, mediated.probabilities)
 
     def calibrate(
         self,
@@ -346,7 +306,6 @@ class SAMNER(ConfiguredProgram):
                 archetypes={key: mediation.archetypes[key] for _, key in open_spans},
                 backend=backends["calibrator"],
                 spans=[span for span, _ in open_spans],
-                label_archetypes=mediation.label_archetypes,
             )
         record = typed.record if typed is not None else None
         if typed is None and from_anchor:  # the anchor typed every mention: no typing request
@@ -356,12 +315,7 @@ class SAMNER(ConfiguredProgram):
                 record.inputs["from_anchor"] = from_anchor
             trace.add(record)
         labels = typed.label_of if typed is not None else {}
-        by_archetype = typed.get("by_archetype", []) if typed is not None else []
-        typed_by = {
-            **dict.fromkeys(labels, stage),
-            **dict.fromkeys((key for key in by_archetype if key in labels), "archetype"),
-            **dict.fromkeys(from_anchor, "anchor"),
-        }
+        typed_by = {**dict.fromkeys(labels, stage), **dict.fromkeys(from_anchor, "anchor")}
         return Typing({**labels, **from_anchor}, typed_by, typed.probabilities if typed is not None else None)
 
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
@@ -370,7 +324,7 @@ class SAMNER(ConfiguredProgram):
         backends, trace = self.backends(), Trace()
         discovery = self.discover(text, schema, backends, trace)
         keys = occurrence_keys([span for span, _ in discovery.located])  # later stages answer per span, by key
-        mediation = self.mediate(text, schema, discovery, keys, backends, trace)
+        mediation = self.mediate(text, discovery, keys, backends, trace)
         typing = self.calibrate(text, schema, discovery, keys, mediation, backends, trace)
         probabilities = [p for p in (mediation.probabilities, typing.probabilities) if p is not None]
         entities = self._entities(discovery, keys, typing, mediation.archetypes, probabilities)

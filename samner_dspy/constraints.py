@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 JsonSchema = dict[str, Any]
@@ -28,10 +27,9 @@ def subset_of(values: list[str]) -> JsonSchema:
     return {"type": "array", "items": {"type": "string", "enum": list(values)}}
 
 
-def choice_per_key(keys: list[str], choices: list[str] | Mapping[str, list[str]]) -> JsonSchema:
-    """``{key: one of choices}`` for every key: an archetype or label per entity. ``choices`` is one list for
-    every key, or each key's own (the labels of an entity's archetype)."""
-    return closed_object({key: one_of(choices[key] if isinstance(choices, Mapping) else choices) for key in keys})
+def choice_per_key(keys: list[str], choices: list[str]) -> JsonSchema:
+    """``{key: one of choices}`` for every key: an archetype or label per entity."""
+    return closed_object({key: {"type": "string", "enum": list(choices)} for key in keys})
 
 
 def one_of(choices: list[str]) -> JsonSchema:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-TYPED_BY = ("calibrator", "archetype", "matcher", "direct_typing", "anchor", "direct")
+TYPED_BY = ("calibrator", "matcher", "direct_typing", "anchor", "direct")
 """The stages that can give an entity its label."""
 
 
@@ -26,7 +26,6 @@ class Entity:
     ``whitespace``), as LangExtract's ``alignment_status``; None where not recorded (gold, imported results)."""
     typed_by: str | None = None
     """Which stage gave the label (:data:`TYPED_BY`): ``calibrator`` (the archetype and the definitions),
-    ``archetype`` (the schema's only label of its archetype, with ``restrict_labels``; no typing request),
     ``matcher`` (the trained archetype classifier over the labels' definitions, ``calibration="matched"``),
     ``direct_typing`` (the definitions alone), ``anchor`` (the anchor's own type, no typing request) or
     ``direct`` (the one direct prompt); None where not recorded (gold, imported or older results)."""

@@ -108,8 +108,8 @@ def test_vllm_style_configuration_and_the_optional_stages(embedded_server):
     assert result.trace["calibrator"].requests == len({e for e in result.trace["archetype"].outputs["archetypes"]})
 
 
-def test_the_label_choice_options_over_http(embedded_server):
-    """``calibration="matched"`` (the archetype prompt over the labels' definitions) and ``restrict_labels``."""
+def test_matched_typing_over_http(embedded_server):
+    """``calibration="matched"``: the archetype stage's prompt over the labels' definitions, on the real model."""
     config = server_config(embedded_server)
     text = "Ada Lovelace worked with Charles Babbage in London on the Analytical Engine."
     schema = Schema.coerce({"person": "a named person", "city": "a named city", "machine": "a named machine"})
@@ -120,14 +120,6 @@ def test_the_label_choice_options_over_http(embedded_server):
     assert record.requests == 1 and record.error is None and record.completion_tokens > 0
     assert set(record.outputs["labels"].values()) <= set(schema.labels) and record.outputs["labels"]
     assert {e.typed_by for e in matched.entities} == {"matcher"}
-
-    restricted = SAMNER(config, preset="paper", restrict_labels=True)(text, schema)
-    assert_grounded(text, schema, restricted)
-    classified = restricted.trace["label_archetypes"]
-    assert classified.requests == 1 and classified.error is None
-    assert set(classified.outputs["archetypes"]) == set(schema.labels)
-    assert set(classified.outputs["archetypes"].values()) <= set(archetype_names())
-    assert {e.typed_by for e in restricted.entities} <= {"calibrator", "archetype"}
 
 
 def test_default_program_runs_on_the_embedded_model_with_non_ascii_and_repeats(monkeypatch):

@@ -128,6 +128,27 @@ def test_archetype_examples_from_labelled_data_project_through_the_written_table
     assert set(example.inputs["archetype_definitions"]) <= set(archetype_definitions())
 
 
+def test_type_examples_ask_the_archetype_prompt_over_the_types_and_answer_each_mention_with_its_type(tmp_path):
+    """``conditioning="types"``: what ``calibration="matched"`` sends, trained on labelled data."""
+    sentence = next(read_bio_file(write(tmp_path / "mit.txt", MIT)))
+    notes: Counter[str] = Counter()
+    defined = {"actor": "a person who acts in films", "year": "a calendar year"}
+    pool = ["actor", "year", "director"]
+    example = labelled_archetype_example(sentence, notes, pool, 3, random.Random(0), "types", "each", defined)
+    assert example.outputs == {"archetypes": {"brad pitt": "actor"}}
+    assert example.inputs["archetype_definitions"] == {"actor": "a person who acts in films", "director": "director"}
+    assert notes == Counter({"of a numeric type: dropped": 1}), "a value type is neither shown nor answered"
+    definitions = tmp_path / "definitions.json"
+    definitions.write_text(json.dumps({"ACTOR": {"gpt_answer": json.dumps({"Definition": "one who acts"})}}))
+    output = tmp_path / "types.jsonl"
+    command = ["build", "archetype", "-i", str(write(tmp_path / "m.txt", MIT)), "-o", str(output)]
+    assert main([*command, "--conditioning", "types", "--type-definitions", str(definitions)]) == 0
+    first = next(read_examples(output))
+    assert '"actor": "one who acts"' in first[-2]["content"] and '"brad pitt": "actor"' in first[-1]["content"]
+    with pytest.raises(ValueError, match="built from labelled sentences"):
+        build("archetype", [{"instruction": "{}", "output": "{}"}], tmp_path / "x.jsonl", conditioning="types")
+
+
 def test_the_written_tables_name_only_archetypes_and_leave_out_only_what_they_list():
     from samner_dspy.data import load_data
 

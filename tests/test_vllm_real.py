@@ -87,6 +87,18 @@ def test_scores_come_from_the_token_logprobs_vllm_returned(first):
     assert any(keys[t].score < discovery_evidence(keys[t].sources) for t in scored), "a probability below 1 counted"
 
 
+def test_matched_typing_is_served_by_the_archetype_lora(stack, first):
+    """``calibration="matched"`` types with the archetype stage's prompt, so its request goes to that LoRA."""
+    before = stack.lora_requests()
+    prediction = SAMNER(str(stack.config), calibration="matched")(TEXT, SCHEMA)
+    served = stack.lora_requests() - before
+    assert prediction.entities and not prediction.trace.errors, prediction.trace.to_dict()
+    assert all(e.typed_by == "matcher" and e.label in SCHEMA for e in prediction.entities)
+    assert prediction.trace["matcher"].requests == 1 and "calibrator" not in prediction.trace
+    assert served["archetype"] == prediction.trace["archetype"].requests + 1, dict(served)
+    assert served.get("base", 0) == 0, "no request reached the calibrator's base model"
+
+
 def test_a_second_sentence_with_the_same_schema_hits_vllms_prefix_cache(stack, first):
     hits, queries = stack.metric("vllm:prefix_cache_hits_total"), stack.metric("vllm:prefix_cache_queries_total")
     prediction = SAMNER(str(stack.config))(SECOND, SCHEMA)

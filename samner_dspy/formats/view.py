@@ -119,8 +119,6 @@ def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, tex
         return f"the anchor filed it under {entity.get('label')!r}; no typing request"
     if typed_by == "direct":
         return "typed by the single direct prompt"
-    if typed_by == "archetype":
-        return f"the only label of archetype {entity.get('archetype')!r} in the schema; no typing request"
     for name, what in (
         ("calibrator", "definition-guided calibration"),
         ("matcher", "the archetype classifier over the labels' definitions"),

@@ -7,7 +7,10 @@
 - archetype: IEPile's NER records (``zjunlp/iepile``) become ``ClassifyArchetype`` examples: each
   fine-grained type is projected onto its archetype (appendix B), mentions are marked with ``<ENT>``
   tags the way the stage marks discovered entities, and the example is conditioned on the instance's
-  projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes. As in the
+  projected schema (section 3.2) or, with ``conditioning="full"``, on all 14 archetypes. With
+  ``conditioning="types"`` (labelled data) the same prompt lists the example's own fine-grained types and
+  their definitions in the archetypes' place, and each mention is answered with its type: what
+  ``calibration="matched"`` asks the classifier at inference. As in the
   authors' builder, numeric types (:data:`NUMERIC_TYPES`: dates, amounts, ratings) are dropped rather
   than projected onto Misc (``numeric="misc"`` projects them). Every occurrence is tagged under its own
   name, ``Paris (2)`` for a repeat, exactly as the pipeline asks at inference (``occurrences="first"`` tags
@@ -49,7 +52,8 @@ from samner_dspy.types import Candidate, Span
 
 Kind = Literal["explorer", "anchor", "archetype"]
 KINDS: tuple[str, ...] = get_args(Kind)
-Conditioning = Literal["instance", "full"]
+Conditioning = Literal["instance", "full", "types"]
+CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 Numeric = Literal["drop", "misc"]
 Occurrences = Literal["first", "every", "each"]
 OCCURRENCES: tuple[str, ...] = get_args(Occurrences)
@@ -299,6 +303,7 @@ def archetype_example(
     project: Projection,
     conditioning: Conditioning = "instance",
     occurrences: Occurrences = "each",
+    type_definitions: dict[str, str] | None = None,
 ) -> Example:
     """A ``ClassifyArchetype`` example of ``text`` whose ``output`` maps each type to its mentions.
 
@@ -307,12 +312,16 @@ def archetype_example(
     every one under the mention's name (``"every"``), or at every one under its own name (``"each"``:
     ``Paris``, ``Paris (2)``, what the program sends at inference); of overlapping ones the longest stays.
     The example is conditioned on the archetypes of ``schema`` and the output's types (``"instance"``,
-    section 3.2) or on all 14 (``"full"``).
+    section 3.2) or on all 14 (``"full"``). With ``"types"`` the choices are ``schema``'s types themselves,
+    each defined by ``type_definitions`` (its name where that has none), and a mention is answered with its
+    type; ``project`` then only says which types to leave out (None).
     """
     archetype_of: dict[str, set[str]] = {}
     kept_types: list[str] = []
     for fine_type, mentions in output.items():
         archetype = project(str(fine_type))
+        if archetype is not None and conditioning == "types":
+            archetype = str(fine_type)
         if archetype is None:
             if mentions:
                 notes["of a numeric type: dropped"] += len(mentions) if isinstance(mentions, list) else 1
@@ -333,12 +342,17 @@ def archetype_example(
     for span, candidate in located:
         labels.setdefault(span.text, set()).update(archetype_of[candidate.surface])
     if any(len(archetypes) > 1 for archetypes in labels.values()):
-        raise Skip("a mention's types project to different archetypes")
+        raise Skip(
+            "a mention's types project to different archetypes" if conditioning != "types" else "a mention of two types"
+        )
     spans = [span for span, _ in located]
     keys = occurrence_keys(spans) if occurrences == "each" else [span.text for span in spans]
     entities = list(dict.fromkeys(keys))
     if conditioning == "full":
         definitions = archetype_definitions()
+    elif conditioning == "types":
+        shown = [t for t in dict.fromkeys([*schema, *kept_types]) if project(t) is not None]
+        definitions = {t: (type_definitions or {}).get(t) or t for t in shown}
     else:
         projected = {project(t) for t in [*schema, *kept_types]} - {None}
         definitions = {name: meaning for name, meaning in archetype_definitions().items() if name in projected}
@@ -394,15 +408,18 @@ def labelled_archetype_example(
     rng: random.Random,
     conditioning: Conditioning = "instance",
     occurrences: Occurrences = "each",
+    type_definitions: dict[str, str] | None = None,
 ) -> Example:
     """A labelled sentence as a ``ClassifyArchetype`` example: types project as
     :func:`samner_dspy.archetypes.project_training_type` says, conditioned on the archetypes of the types an
-    extraction example of the same sentence would ask about."""
+    extraction example of the same sentence would ask about (with ``"types"``, on those types themselves)."""
     mentions = sentence_mentions(sentence)
     if not mentions:
         raise Skip("no entities")
     schema = asked_types(list(mentions), pool, negatives, rng)
-    return archetype_example(sentence.text, schema, mentions, notes, project_training_type, conditioning, occurrences)
+    return archetype_example(
+        sentence.text, schema, mentions, notes, project_training_type, conditioning, occurrences, type_definitions
+    )
 
 
 def stage_renderer(kind: Kind) -> tuple[dspy.Adapter, type[dspy.Signature]]:
@@ -430,6 +447,7 @@ def build(
     seed: int = 0,
     type_pool: Sequence[str] | None = None,
     negatives: int = 3,
+    type_definitions: dict[str, str] | None = None,
     progress: Callable[[BuildReport], None] | None = None,
 ) -> BuildReport:
     """Convert ``records`` into chat-format JSON Lines at ``output``; the report lands beside it.
@@ -440,6 +458,7 @@ def build(
     :func:`labelled_extraction_example`). ``conditioning``, ``numeric`` and ``occurrences`` shape archetype
     examples (see :func:`archetype_example`); ``shuffle`` and ``seed`` the order of types: the same seed, the
     same file. Exact duplicates are found before shuffling, so a shuffle cannot make a repeated record look new.
+    ``type_definitions`` (``conditioning="types"``) define the types by name (:func:`read_type_definitions`).
     """
     if numeric not in ("drop", "misc"):
         raise ValueError(f"numeric must be 'drop' or 'misc', got {numeric!r}")
@@ -449,8 +468,11 @@ def build(
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if negatives < 0:
         raise ValueError(f"negatives must be 0 or more, got {negatives}")
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
     rng = random.Random(seed) if shuffle else None
     pool = [type_name(t) for t in type_pool or ()]
+    definitions = {type_name(t): d for t, d in (type_definitions or {}).items()}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     adapter, signature = stage_renderer(kind)
@@ -468,10 +490,12 @@ def build(
                     sampler = rng or random.Random(f"{seed}:{report.read}")
                     if kind == "archetype":
                         example = labelled_archetype_example(
-                            record, notes, pool, negatives, sampler, conditioning, occurrences
+                            record, notes, pool, negatives, sampler, conditioning, occurrences, definitions
                         )
                     else:
                         example = labelled_extraction_example(record, pool, negatives, sampler)
+                elif kind == "archetype" and conditioning == "types":
+                    raise ValueError("conditioning='types' examples are built from labelled sentences")
                 elif kind == "archetype":
                     example = iepile_example(record, notes, conditioning, numeric, occurrences)
                 elif kind == "anchor":
@@ -542,6 +566,22 @@ def report_path(output: str | Path) -> Path:
 def default_source(kind: Kind) -> tuple[str, str | None]:
     """The public dataset each builder reads when no local file is given: (hub id, data files)."""
     return (PILE_NER_HUB, None) if kind == "explorer" else (IEPILE_HUB, IEPILE_HUB_FILES)
+
+
+def read_type_definitions(path: str | Path) -> dict[str, str]:
+    """Type definitions by type name: ``{type: definition}``, or SLIMER's layout (``{type: {"gpt_answer":
+    '{"Definition": ...}'}}``, Pile-NER's 391 types), whose one-sentence ``Definition`` is kept."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: type definitions must be a JSON object of type -> definition")
+    definitions: dict[str, str] = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            answer = value.get("gpt_answer")
+            value = json.loads(answer).get("Definition") if isinstance(answer, str) else value.get("Definition")
+        if isinstance(value, str) and value.strip():
+            definitions[type_name(name)] = value.strip()
+    return definitions
 
 
 def read_examples(path: str | Path) -> Iterator[list[dict[str, str]]]:

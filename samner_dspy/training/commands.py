@@ -22,7 +22,14 @@ def require_train_extra() -> None:
 
 
 def build_data(args: argparse.Namespace) -> int:
-    from samner_dspy.training.builders import build, default_source, labelled_input, labelled_mix, report_path
+    from samner_dspy.training.builders import (
+        build,
+        default_source,
+        labelled_input,
+        labelled_mix,
+        read_type_definitions,
+        report_path,
+    )
     from samner_dspy.training.sources import iter_records
 
     def progress(report: Any) -> None:
@@ -38,6 +45,8 @@ def build_data(args: argparse.Namespace) -> int:
         per_input = counts[0] if counts and len(counts) == 1 else counts
         records, pool = labelled_mix(list(zip(inputs, formats, strict=True)), per_input, args.seed)
         source, extra = ", ".join(inputs), {"type_pool": pool, "negatives": args.negatives}
+        if args.type_definitions:
+            extra["type_definitions"] = read_type_definitions(args.type_definitions)
     elif any(formats) or len(inputs) > 1:
         raise SamnerError("several --input files must all be labelled data (BIO, or --format jsonl/gliner/docbin)")
     elif args.kind == "anchor":
@@ -186,9 +195,16 @@ def add_commands(commands: Any) -> None:
     data.add_argument("--limit", type=int, help="stop after writing this many examples")
     data.add_argument(
         "--conditioning",
-        choices=("instance", "full"),
+        choices=("instance", "full", "types"),
         default="instance",
-        help="archetype: show each example its projected schema (the paper) or all 14 archetypes",
+        help="archetype: show each example its projected schema (the paper) or all 14 archetypes; or, from "
+        "labelled data, its own types with their definitions in the archetypes' place, answered with each "
+        "mention's type (what calibration='matched' asks)",
+    )
+    data.add_argument(
+        "--type-definitions",
+        help="--conditioning types: a JSON file of type -> definition (or SLIMER's definitions.json); a type "
+        "it lacks is defined by its name",
     )
     data.add_argument(
         "--numeric",

@@ -17,8 +17,15 @@ python3 -m venv .venv
 # llama.cpp built for this machine's CPU (-march=native: AVX-512 and VNNI where there are, 1.7x faster prompt
 # evaluation than the portable build on the 2-core development machine), using every core. For a .venv that
 # must run on other CPUs, set CMAKE_ARGS=-DGGML_NATIVE=OFF. pip reuses a wheel it built before: after
-# changing CMAKE_ARGS, run `pip cache remove llama_cpp_python` first.
+# changing CMAKE_ARGS, run `pip cache remove llama_cpp_python` first. AMX is left out (CFLAGS/CXXFLAGS, which CMake
+# reads at its first configure; -mno-amx-tile alone still compiles ggml's AMX kernels and then fails to): on a Xeon
+# that lists AMX (seen here on 2026-12-06, llama-cpp-python 0.3.36) the native build's ggml_backend_amx_mul_mat
+# segfaulted on the first prompt of more than one token, so every embedded server died at its first request.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}"
+if [ "$(uname -m)" = x86_64 ]; then  # the flags are x86's: another architecture's gcc refuses them
+  no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  export CFLAGS="${CFLAGS:+$CFLAGS }$no_amx" CXXFLAGS="${CXXFLAGS:+$CXXFLAGS }$no_amx"
+fi
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # The 'train' extra wants torch: take the small CPU-only build (a plain `pip install torch` pulls several
 # GB of CUDA libraries). A .venv that already has a torch, a CUDA build say, keeps it.

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samner_dspy.backends import StageBackend
 from samner_dspy.errors import SamnerError
 from samner_dspy.evals.runner import CURRENT_KEY, Item, read_results
 from samner_dspy.grounding import mention_key
@@ -73,7 +72,7 @@ class RecordedDiscovery(SAMNER):
         self.recorded = spans
         self.source = source
 
-    def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
+    def discover(self, text: str, schema: Schema, trace: Trace) -> Discovery:
         key = CURRENT_KEY.get()
         if key is None:
             raise SamnerError("recorded discovery replays evaluation sentences: run it through samner eval")

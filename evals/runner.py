@@ -15,11 +15,12 @@ from dspy.utils.parallelizer import ParallelExecutor
 
 from samner_dspy.errors import EndpointRequestError
 from samner_dspy.formats.labelled import Sentence
-from samner_dspy.formats.records import RecordWriter, read_records, result_record
+from samner_dspy.formats.records import RecordWriter, read_records
 from samner_dspy.formats.records import done_keys as _done
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
+from samner_dspy.types import Document
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def done_keys(path: Path) -> set[str]:
 
 
 def _record(item: Item, result: Any) -> dict[str, Any]:
-    record = result_record({"key": item.key, "domain": item.domain, "index": item.index}, item.sentence.text, result)
+    record = Document.of(result, {"key": item.key, "domain": item.domain, "index": item.index}).to_dict()
     return {
         **record,
         "tokens": list(item.sentence.tokens),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dspy
 
-from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, archetype_names, match_archetype
-from samner_dspy.backends import StageBackend
+from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, match_archetype
 from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key
 from samner_dspy.programs.base import LMStage, answer_for
@@ -15,7 +16,60 @@ from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span
 
 
-class ArchetypeClassifier(LMStage):
+@dataclass(frozen=True)
+class TaggedAnswers:
+    """What one tagged-span request answered: for each entity key, the name it chose (None if none) and the
+    answer's probability where the backend gave log-probabilities."""
+
+    entities: list[str]
+    surfaces: dict[str, str]
+    """The string each key names (``Washington`` for ``Washington (2)``)."""
+    answers: dict[str, object]
+    """The reply's raw answers, by the keys the reply used."""
+    probabilities: dict[str, float]
+    record: StageRecord
+
+    def answer(self, entity: str) -> object:
+        return answer_for(self.answers, entity, self.surfaces[entity])
+
+
+class TaggedSpanClassifier(LMStage):
+    """The archetype classifier's request: the text with each span in ``<ENT>`` tags, and definitions to choose from,
+    one per span. Mediation asks it over the 14 archetypes; ``matched`` typing over the target labels' definitions,
+    served by the same (trained) model."""
+
+    def __init__(self, adapter: dspy.Adapter | None = None) -> None:
+        super().__init__("archetype", adapter)
+        self.predict = dspy.Predict(ClassifyArchetype)
+
+    def ask(
+        self, stage: str, text: str, spans: list[Span], keys: list[str] | None, definitions: dict[str, str]
+    ) -> TaggedAnswers:
+        """One request for every span; ``keys`` name them (by default a span is named by its text, and occurrences
+        of one string share one answer)."""
+        names = keys if keys is not None else [span.text for span in spans]
+        surfaces = {name: span.text for name, span in zip(names, spans, strict=True)}
+        entities = list(dict.fromkeys(names))
+        tagged = tag_entities(text, spans, keys)
+        record = StageRecord(stage, inputs={"tagged_text": tagged, "entities": entities})
+        reply = self.call_lm(
+            self.predict,
+            record,
+            {"archetypes": choice_per_key(entities, list(definitions))},
+            archetype_definitions=definitions,
+            tagged_text=tagged,
+            entities=entities,
+        )
+        raw = reply.get("archetypes")
+        answers = {k: v for k, v in raw.items() if isinstance(k, str)} if isinstance(raw, dict) else {}
+        chosen = answer_probabilities(reply.logprobs, answers) if reply.logprobs and answers else {}
+        probabilities = {
+            entity: p for entity in entities if (p := answer_for(chosen, entity, surfaces[entity])) is not None
+        }
+        return TaggedAnswers(entities, surfaces, answers, probabilities, record)
+
+
+class ArchetypeClassifier(TaggedSpanClassifier):
     """One request per sentence for all its entities; an answer outside the 14 is repaired to Misc.
 
     ``keys`` names each span in the request and the reply (the program passes
@@ -23,37 +77,12 @@ class ArchetypeClassifier(LMStage):
     default a span is named by its text, and occurrences of one string share one answer.
     """
 
-    def __init__(self, adapter: dspy.Adapter | None = None) -> None:
-        super().__init__(adapter)
-        self.predict = dspy.Predict(ClassifyArchetype)
-
-    def forward(
-        self, text: str, spans: list[Span], backend: StageBackend, keys: list[str] | None = None
-    ) -> dspy.Prediction:
-        names = keys if keys is not None else [span.text for span in spans]
-        surfaces = {name: span.text for name, span in zip(names, spans, strict=True)}
-        entities = list(dict.fromkeys(names))
-        tagged = tag_entities(text, spans, keys)
-        record = StageRecord("archetype", inputs={"tagged_text": tagged, "entities": entities})
-        logprobs: list = []
-        reply = self.call_lm(
-            self.predict,
-            backend,
-            record,
-            {"archetypes": choice_per_key(entities, list(archetype_names()))},
-            logprobs,
-            archetype_definitions=archetype_definitions(),
-            tagged_text=tagged,
-            entities=entities,
-        )
-        answers = (reply or {}).get("archetypes") or {}
-        raw = answer_probabilities(logprobs[-1], answers) if logprobs and isinstance(answers, dict) else {}
-        probabilities: dict[str, float] = {}
+    def forward(self, text: str, spans: list[Span], keys: list[str] | None = None) -> dspy.Prediction:
+        asked = self.ask("archetype", text, spans, keys, archetype_definitions())
+        record = asked.record
         assigned: dict[str, str] = {}
-        for entity in entities:
-            if (probability := answer_for(raw, entity, surfaces[entity])) is not None:
-                probabilities[entity] = probability
-            answer = answer_for(answers, entity, surfaces[entity])
+        for entity in asked.entities:
+            answer = asked.answer(entity)
             archetype = match_archetype(answer)
             if archetype is None:
                 reason = "no archetype given" if answer is None else f"answer {answer!r} is not an archetype"
@@ -61,6 +90,6 @@ class ArchetypeClassifier(LMStage):
                 archetype = FALLBACK_ARCHETYPE
             assigned[entity] = archetype
         record.outputs = {"archetypes": assigned}
-        if probabilities:
-            record.outputs["probabilities"] = probabilities
-        return dspy.Prediction(archetypes=assigned, probabilities=probabilities, record=record)
+        if asked.probabilities:
+            record.outputs["probabilities"] = asked.probabilities
+        return dspy.Prediction(archetypes=assigned, probabilities=asked.probabilities, record=record)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 import dspy
 import httpx
@@ -57,12 +58,44 @@ def answer_for(answers: object, key: str, surface: str | None = None) -> Any:
     return None
 
 
-class LMStage(dspy.Module):
-    """A DSPy module whose predictors run against a per-call backend with a per-call response schema."""
+@dataclass(frozen=True)
+class Reply:
+    """One request's answer: its output fields (None when the reply could not be read) and, where the backend
+    returned them, its token log-probabilities (they feed entity scores)."""
 
-    def __init__(self, adapter: dspy.Adapter | None = None) -> None:
+    fields: dict[str, Any] | None
+    logprobs: Any = None
+
+    @property
+    def answered(self) -> bool:
+        return self.fields is not None
+
+    def get(self, name: str) -> Any:
+        return None if self.fields is None else self.fields.get(name)
+
+
+class LMStage(dspy.Module):
+    """A DSPy module whose predictors run against the backend of one configured endpoint.
+
+    ``endpoint`` names it (:data:`samner_dspy.config.STAGES`); the program binds the backend before its first
+    request (:meth:`bind`, as ``set_lm`` binds an LM), so ``forward`` takes only the signature's inputs. A copy or a
+    pickle leaves the backend out (it holds API keys), and the program binds it again.
+    """
+
+    def __init__(self, endpoint: str, adapter: dspy.Adapter | None = None) -> None:
         super().__init__()
+        self.endpoint = endpoint
         self.adapter = adapter or SamnerAdapter()
+        self.backend: StageBackend | None = None
+
+    def bind(self, backend: StageBackend) -> Self:
+        self.backend = backend
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["backend"] = None
+        return state
 
     def reply_schema(self, predictor: dspy.Predict, field_schemas: dict[str, JsonSchema]) -> JsonSchema:
         """The whole reply's JSON schema as this stage's adapter lays it out."""
@@ -71,20 +104,22 @@ class LMStage(dspy.Module):
     def call_lm(
         self,
         predictor: dspy.Predict,
-        backend: StageBackend,
         record: StageRecord,
         field_schemas: dict[str, JsonSchema] | None,
-        token_logprobs: list[Any] | None = None,
         **inputs: Any,
-    ) -> dict[str, Any] | None:
-        """Run one request; an unparseable reply is recorded with its raw text and yields None.
-
-        Where the backend returns token log-probabilities they are appended to ``token_logprobs`` (they feed
-        entity scores); a server that refuses a request because it asked for them is asked again without.
+    ) -> Reply:
+        """Run one request on the bound backend; an unparseable reply is recorded with its raw text and answers
+        nothing. A server that refuses a request because it asked for token log-probabilities is asked again
+        without them.
 
         A request that fails after the LM's retries raises :class:`EndpointUnreachableError` (no connection)
         or :class:`EndpointRequestError` (anything else), so the caller's input fails with a clear reason.
         """
+        backend = self.backend
+        if backend is None:
+            raise RuntimeError(
+                f"the {self.endpoint} stage has no backend: a program binds it; alone, call .bind(backend) first"
+            )
         record.model = backend.model
         record.requests += 1
         schema = self.reply_schema(predictor, field_schemas) if field_schemas else None
@@ -93,27 +128,26 @@ class LMStage(dspy.Module):
         if schema is not None and limit and (needed := reply_tokens(schema)) and needed > limit:
             config["max_tokens"] = limit = needed  # an answer per entity: room for every one of them
         started = time.perf_counter()
+        lm = None
         try:
             lm = backend.lm_for(predictor.signature.__name__)
             with dspy.context(lm=lm, adapter=self.adapter, track_usage=True), noting_lenient_reads() as lenient:
                 prediction = predictor(**inputs, config=config)
         except AdapterParseError as exc:
             record.fail(f"unparseable reply ({exc.message or 'parse error'})".strip(), exc.lm_response or "")
-            return None
+            return Reply(None)
         except Exception as exc:
             if _is_connection_error(exc):
-                raise backend.unreachable(exc) from exc
+                raise backend.unreachable(exc, lm) from exc
             if backend.logprobs and "logprob" in str(exc).lower():
-                backend.logprobs = False
+                backend.logprobs = False  # for good, and for every thread: the server cannot give them
                 record.repair("request", "the server refused token logprobs; asked again without them")
-                return self.call_lm(predictor, backend, record, field_schemas, token_logprobs, **inputs)
+                return self.call_lm(predictor, record, field_schemas, **inputs)
             if isinstance(exc, LMError):
-                raise backend.request_failed(exc) from exc
+                raise backend.request_failed(exc, lm) from exc
             raise
         finally:
             record.latency_s += time.perf_counter() - started
-        if token_logprobs is not None and prediction.get("logprobs"):
-            token_logprobs.append(prediction.get("logprobs"))
         usage = prediction.get_lm_usage()
         record.add_usage(usage)
         for note in lenient:
@@ -121,4 +155,5 @@ class LMStage(dspy.Module):
         if _cut_off(usage, limit):
             # The lenient parse kept what was complete; grounding drops a torn-off last mention.
             record.repair("reply", f"cut off at the token limit ({limit} tokens); read what was complete")
-        return {name: prediction.get(name) for name in predictor.signature.output_fields}
+        fields = {name: prediction.get(name) for name in predictor.signature.output_fields}
+        return Reply(fields, prediction.get("logprobs") or None)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 
 import dspy
 
-from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import discovery_evidence
 from samner_dspy.grounding import mention_key
 from samner_dspy.modes import CONSENSUS_MODES, ConsensusMode, check_mode
@@ -74,7 +73,6 @@ class ConsensusRefiner(dspy.Module):
         schema: Schema,
         anchor: list[Candidate] | None,
         explorer: list[Candidate] | None,
-        verifier_backend: StageBackend | None = None,
     ) -> dspy.Prediction:
         mode = self.mode if anchor is not None and explorer is not None else "off"
         record = StageRecord("consensus", inputs={"mode": mode, "noise_rule": {"max_words": self.noise_rule.max_words}})
@@ -100,14 +98,9 @@ class ConsensusRefiner(dspy.Module):
                 decisions[key] = f"explorer only, not noise-prone (more than {self.noise_rule.max_words} word(s))"
             else:
                 pending.append(candidate)
-        if pending and mode == "verify" and verifier_backend is not None:
-            verdict = self.verifier(
-                text=text,
-                schema=schema,
-                candidates=[c.surface for c in pending],
-                backend=verifier_backend,
-                record=record,
-            )
+        if pending and mode == "verify" and self.verifier.backend is not None:
+            verdict = self.verifier(text=text, schema=schema, candidates=[c.surface for c in pending])
+            record.absorb(verdict.record)
             for candidate in pending:
                 if candidate.surface in verdict.confirmed:
                     kept.append(candidate)

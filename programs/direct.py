@@ -8,18 +8,16 @@ from typing import Literal, get_args
 import dspy
 
 from samner_dspy.adapters import PlainAdapter
-from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import DIRECT
 from samner_dspy.constraints import closed_object, one_of, string_lists
 from samner_dspy.grounding import Located, locate
 from samner_dspy.modes import check_mode
 from samner_dspy.programs.base import LMStage
-from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram, SchemaLike, check_text, ground_candidates
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import ExtractEntities, ExtractTypedEntities
 from samner_dspy.tracing import StageRecord, Trace
-from samner_dspy.types import Candidate, Entity
+from samner_dspy.types import Candidate, Document, Entity
 
 DirectPrompt = Literal["definitions", "short", "plain"]
 """``definitions``: the labels with their definitions (``ExtractTypedEntities``); ``short``: the same with each
@@ -55,20 +53,19 @@ class TypedExtractor(LMStage):
     """One request: mentions filed under the schema's labels, by their definitions."""
 
     def __init__(self, adapter: dspy.Adapter | None = None) -> None:
-        super().__init__(adapter)
+        super().__init__("calibrator", adapter)
         self.predict = dspy.Predict(ExtractTypedEntities)
 
-    def forward(self, text: str, schema: Schema, backend: StageBackend) -> dspy.Prediction:
+    def forward(self, text: str, schema: Schema) -> dspy.Prediction:
         record = StageRecord("direct", inputs={"labels": schema.labels})
         reply = self.call_lm(
             self.predict,
-            backend,
             record,
             {"entities": string_lists(schema.labels)},
             label_definitions=schema.to_dict(),
             text=text,
         )
-        answers = ((label, m) for label, mentions in ((reply or {}).get("entities") or {}).items() for m in mentions)
+        answers = ((label, m) for label, mentions in (reply.get("entities") or {}).items() for m in mentions)
         return dspy.Prediction(candidates=file_mentions(text, schema, answers, record), record=record)
 
 
@@ -76,21 +73,20 @@ class PlainExtractor(LMStage):
     """One request with the plainest prompt: ``{"entities": [{"text", "type"}]}``, the type an enum of labels."""
 
     def __init__(self) -> None:
-        super().__init__(PlainAdapter())
+        super().__init__("calibrator", PlainAdapter())
         self.predict = dspy.Predict(ExtractEntities)
 
-    def forward(self, text: str, schema: Schema, backend: StageBackend) -> dspy.Prediction:
+    def forward(self, text: str, schema: Schema) -> dspy.Prediction:
         record = StageRecord("direct", inputs={"labels": schema.labels})
         item = closed_object({"text": {"type": "string"}, "type": one_of(schema.labels)})
         reply = self.call_lm(
             self.predict,
-            backend,
             record,
             {"entities": {"type": "array", "items": item}},
             entity_types=schema.labels,
             text=text,
         )
-        answers = ((e["type"], e["text"]) for e in (reply or {}).get("entities") or [])
+        answers = ((e["type"], e["text"]) for e in reply.get("entities") or [])
         return dspy.Prediction(candidates=file_mentions(text, schema, answers, record), record=record)
 
 
@@ -117,7 +113,8 @@ class DirectNER(ConfiguredProgram):
         schema = Schema.coerce(schema)
         sent = schema.without_examples() if self.prompt == "short" else schema
         trace = Trace()
-        found = self.extract(text=text, schema=sent, backend=self.backends()["calibrator"])
+        self.backends()  # binds the extractor to the calibrator's endpoint on first use
+        found = self.extract(text=text, schema=sent)
         if self.prompt != "definitions":
             found.record.inputs["prompt"] = self.prompt
         trace.add(found.record)
@@ -137,4 +134,4 @@ class DirectNER(ConfiguredProgram):
             )
             for span, candidate in located
         ]
-        return SamnerPrediction(text=text, entities=entities, trace=trace)
+        return Document(text=text, entities=entities, trace=trace)

@@ -11,9 +11,8 @@ import dspy
 from samner_dspy.grounding import resolve_overlaps
 from samner_dspy.modes import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from samner_dspy.programs.batch import ordered_map
-from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.tracing import Trace, WindowTrace, window_cores
-from samner_dspy.types import Entity, Span
+from samner_dspy.types import Document, Entity, Span
 
 _SENTENCE_END = re.compile(r"[.!?。！？]\s+|\n\s*")
 
@@ -106,4 +105,4 @@ def annotate_document(
             for w, item in zip(parts, outcomes, strict=True)
         ]
     )
-    return SamnerPrediction(text=text, entities=merge_window_entities(text, found), trace=trace)
+    return Document(text=text, entities=merge_window_entities(text, found), trace=trace)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dspy
 
-from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import string_lists
 from samner_dspy.grounding import ALIGNMENTS, Located, locate
 from samner_dspy.programs.base import LMStage
@@ -27,19 +26,18 @@ class SpanExtractor(LMStage):
     """
 
     def __init__(self, role: str, adapter: dspy.Adapter | None = None, max_types_per_request: int | None = None):
-        super().__init__(adapter)
+        super().__init__(role, adapter)
         self.role = role
         self.max_types_per_request = max_types_per_request
         self.predict = dspy.Predict(ExtractSpans)
 
-    def forward(self, text: str, schema: Schema, backend: StageBackend) -> dspy.Prediction:
+    def forward(self, text: str, schema: Schema) -> dspy.Prediction:
         record = StageRecord(self.role, inputs={"entity_types": schema.labels})
         proposed: dict[str, list[str]] = {}
         for labels in _chunks(schema.labels, self.max_types_per_request):
-            reply = self.call_lm(
-                self.predict, backend, record, {"entities": string_lists(labels)}, entity_types=labels, text=text
-            )
-            for entity_type, mentions in ((reply or {}).get("entities") or {}).items():
+            constraint = {"entities": string_lists(labels)}
+            reply = self.call_lm(self.predict, record, constraint, entity_types=labels, text=text)
+            for entity_type, mentions in (reply.get("entities") or {}).items():
                 for mention in mentions:
                     proposed.setdefault(mention, []).append(entity_type)
         found: dict[str, list[str]] = {}

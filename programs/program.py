@@ -15,12 +15,12 @@ from samner_dspy.config import SamnerConfig, resolve_config
 from samner_dspy.errors import InputTextError
 from samner_dspy.grounding import resolve_overlaps
 from samner_dspy.modes import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
+from samner_dspy.programs.base import LMStage
 from samner_dspy.programs.batch import BatchItem, ordered_map
 from samner_dspy.programs.document import annotate_document, windows
-from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.schema import Schema
 from samner_dspy.tracing import StageRecord, Trace
-from samner_dspy.types import Candidate, Entity, Span
+from samner_dspy.types import Candidate, Document, Entity, Span
 
 SchemaLike = Schema | Mapping[str, str] | Iterable[str] | str
 _BACKENDS_LOCK = threading.Lock()  # module-level: programs are deep-copied by optimizers, locks cannot be
@@ -106,11 +106,18 @@ class ConfiguredProgram(dspy.Module):
         return state
 
     def backends(self) -> dict[str, StageBackend]:
-        """Built on first use, so constructing a program never starts a server or opens a connection."""
+        """Built on first use, so constructing a program never starts a server or opens a connection; each stage
+        is bound to its endpoint's (again after a copy, which leaves them out)."""
         with _BACKENDS_LOCK:
             if self._backends is None:
                 self._backends = build_backends(self.config, self.lms, self.first_signatures())
+            self._bind(self._backends)
             return self._backends
+
+    def _bind(self, backends: dict[str, StageBackend]) -> None:
+        for _, stage in self.named_sub_modules(LMStage):
+            if stage.backend is not backends[stage.endpoint]:
+                stage.bind(backends[stage.endpoint])
 
     def first_signatures(self) -> dict[str, str]:
         """The signature each stage sends first where it is not the paper's modes' (``MAIN_SIGNATURES``): the
@@ -121,6 +128,7 @@ class ConfiguredProgram(dspy.Module):
         """Run on these backends instead of the configured ones (the Ray request rounds record requests)."""
         with _BACKENDS_LOCK:
             self._backends = backends
+            self._bind(backends)
         return self
 
     def __call__(
@@ -132,7 +140,7 @@ class ConfiguredProgram(dspy.Module):
         max_chars: int | None = None,
         overlap: int | None = None,
         window_concurrency: int = 1,
-    ) -> SamnerPrediction:
+    ) -> Document:
         """Annotate ``text``, whatever its length: one result shape (``text``, ``entities``, ``trace``).
 
         A text longer than ``max_chars`` (the program's, unless given here) is annotated in overlapping

@@ -11,7 +11,6 @@ from typing import Any
 import dspy
 
 from samner_dspy.adapters import IEPileAdapter
-from samner_dspy.backends import StageBackend
 from samner_dspy.confidence import combine
 from samner_dspy.config import STAGES, SamnerConfig
 from samner_dspy.grounding import mention_key
@@ -30,7 +29,6 @@ from samner_dspy.programs.archetype import ArchetypeClassifier
 from samner_dspy.programs.calibrator import DirectTyper, LabelMatcher, TypeCalibrator
 from samner_dspy.programs.consensus import ConsensusRefiner, NoiseRule
 from samner_dspy.programs.extractor import SpanExtractor
-from samner_dspy.programs.prediction import SamnerPrediction
 from samner_dspy.programs.program import (
     ConfigLike,
     ConfiguredProgram,
@@ -41,7 +39,7 @@ from samner_dspy.programs.program import (
 from samner_dspy.schema import Schema
 from samner_dspy.tagging import occurrence_keys
 from samner_dspy.tracing import StageRecord, Trace
-from samner_dspy.types import Candidate, Entity, Span
+from samner_dspy.types import Candidate, Document, Entity, Span
 
 # Leaf jobs only (an extractor call never submits here), so any number of callers cannot deadlock it.
 _DISCOVERY_WORKERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="samner-explorer")
@@ -180,12 +178,12 @@ class SAMNER(ConfiguredProgram):
             return {"calibrator": self.calibrator.predict_entity.signature.__name__}
         return {"calibrator": self.direct.predict.signature.__name__} if self.calibration == "off" else {}
 
-    def _discover(self, text: str, schema: Schema, backends: dict[str, StageBackend]) -> dict[str, dspy.Prediction]:
+    def _discover(self, text: str, schema: Schema) -> dict[str, dspy.Prediction]:
         jobs = {}
         if self.use_anchor:
-            jobs["anchor"] = lambda: self.anchor(text=text, schema=schema, backend=backends["anchor"])
+            jobs["anchor"] = lambda: self.anchor(text=text, schema=schema)
         if self.use_explorer:
-            jobs["explorer"] = lambda: self.explorer(text=text, schema=schema, backend=backends["explorer"])
+            jobs["explorer"] = lambda: self.explorer(text=text, schema=schema)
         if len(jobs) == 1:
             return {name: job() for name, job in jobs.items()}
         # The explorer runs on a long-lived worker, in a copy of this context so the caller's dspy.context
@@ -205,10 +203,10 @@ class SAMNER(ConfiguredProgram):
                 labels[key] = label
         return labels
 
-    def discover(self, text: str, schema: Schema, backends: dict[str, StageBackend], trace: Trace) -> Discovery:
+    def discover(self, text: str, schema: Schema, trace: Trace) -> Discovery:
         """Discovery, consensus and grounding, traced. Typing reads nothing else, so a subclass that overrides
         this (an evaluation replaying recorded spans, say) changes what is typed and nothing more."""
-        found = self._discover(text, schema, backends)
+        found = self._discover(text, schema)
         for name in ("anchor", "explorer"):
             if name in found:
                 trace.add(found[name].record)
@@ -217,7 +215,6 @@ class SAMNER(ConfiguredProgram):
             schema=schema,
             anchor=found["anchor"].candidates if "anchor" in found else None,
             explorer=found["explorer"].candidates if "explorer" in found else None,
-            verifier_backend=backends["anchor"],
         )
         trace.add(consensus.record)
         located, grounding = ground_candidates(text, consensus.candidates)
@@ -246,14 +243,12 @@ class SAMNER(ConfiguredProgram):
             if key in typing.labels
         ]
 
-    def mediate(
-        self, text: str, discovery: Discovery, keys: list[str], backends: dict[str, StageBackend], trace: Trace
-    ) -> Mediation:
+    def mediate(self, text: str, discovery: Discovery, keys: list[str], trace: Trace) -> Mediation:
         """Mediation: one archetype per span, unless typing reads none (``calibration`` ``off`` or ``anchor``)."""
         spans = [span for span, _ in discovery.located]
         if self.calibration in ("off", "anchor") or not spans:
             return Mediation()
-        mediated = self.archetype(text=text, spans=spans, backend=backends["archetype"], keys=keys)
+        mediated = self.archetype(text=text, spans=spans, keys=keys)
         trace.add(mediated.record)
         return Mediation(mediated.archetypes, mediated.probabilities)
 
@@ -264,7 +259,6 @@ class SAMNER(ConfiguredProgram):
         discovery: Discovery,
         keys: list[str],
         mediation: Mediation,
-        backends: dict[str, StageBackend],
         trace: Trace,
     ) -> Typing:
         """Calibration: one target label per span, from its archetype (``calibration`` ``sentence`` or
@@ -282,31 +276,15 @@ class SAMNER(ConfiguredProgram):
         spans = [span for span, _ in discovery.located]
         open_spans = [(span, key) for span, key in zip(spans, keys, strict=True) if key not in from_anchor]
         stage = {"off": "direct_typing", "matched": "matcher"}.get(self.calibration, "calibrator")
+        at, open_keys = [span for span, _ in open_spans], [key for _, key in open_spans]
         typed = None
         if open_spans and stage == "matcher":
-            typed = self.matcher(
-                text=text,
-                schema=schema,
-                spans=[span for span, _ in open_spans],
-                keys=[key for _, key in open_spans],
-                backend=backends["archetype"],
-            )
+            typed = self.matcher(text=text, schema=schema, spans=at, keys=open_keys)
         elif open_spans and stage == "direct_typing":
-            typed = self.direct(
-                text=text,
-                schema=schema,
-                entities=[key for _, key in open_spans],
-                backend=backends["calibrator"],
-                spans=[span for span, _ in open_spans],
-            )
+            typed = self.direct(text=text, schema=schema, entities=open_keys, spans=at)
         elif open_spans:
-            typed = self.calibrator(
-                text=text,
-                schema=schema,
-                archetypes={key: mediation.archetypes[key] for _, key in open_spans},
-                backend=backends["calibrator"],
-                spans=[span for span, _ in open_spans],
-            )
+            archetypes = {key: mediation.archetypes[key] for key in open_keys}
+            typed = self.calibrator(text=text, schema=schema, archetypes=archetypes, spans=at)
         record = typed.record if typed is not None else None
         if typed is None and from_anchor:  # the anchor typed every mention: no typing request
             record = StageRecord(stage, inputs={"entities": []}, outputs={"labels": {}})
@@ -321,11 +299,12 @@ class SAMNER(ConfiguredProgram):
     def forward(self, text: str, schema: SchemaLike) -> dspy.Prediction:
         """The paper's three stages: discovery finds spans, mediation gives each an archetype, calibration a label."""
         text, schema = check_text(text), Schema.coerce(schema)
-        backends, trace = self.backends(), Trace()
-        discovery = self.discover(text, schema, backends, trace)
+        self.backends()  # binds every stage to its endpoint on first use
+        trace = Trace()
+        discovery = self.discover(text, schema, trace)
         keys = occurrence_keys([span for span, _ in discovery.located])  # later stages answer per span, by key
-        mediation = self.mediate(text, discovery, keys, backends, trace)
-        typing = self.calibrate(text, schema, discovery, keys, mediation, backends, trace)
+        mediation = self.mediate(text, discovery, keys, trace)
+        typing = self.calibrate(text, schema, discovery, keys, mediation, trace)
         probabilities = [p for p in (mediation.probabilities, typing.probabilities) if p is not None]
         entities = self._entities(discovery, keys, typing, mediation.archetypes, probabilities)
-        return SamnerPrediction(text=text, entities=entities, trace=trace)
+        return Document(text=text, entities=entities, trace=trace)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dspy
 
-from samner_dspy.backends import StageBackend
 from samner_dspy.constraints import subset_of
 from samner_dspy.programs.base import LMStage
 from samner_dspy.schema import Schema
@@ -13,24 +12,23 @@ from samner_dspy.tracing import StageRecord
 
 
 class SpanVerifier(LMStage):
-    """One request per sentence, whatever the number of candidates; answers outside them are ignored."""
+    """One request per sentence, whatever the number of candidates; answers outside them are ignored. The anchor's
+    endpoint answers it; its record's requests are counted under the consensus stage that asks."""
 
     def __init__(self, adapter: dspy.Adapter | None = None) -> None:
-        super().__init__(adapter)
+        super().__init__("anchor", adapter)
         self.predict = dspy.Predict(VerifySpan)
 
-    def forward(
-        self, text: str, schema: Schema, candidates: list[str], backend: StageBackend, record: StageRecord
-    ) -> dspy.Prediction:
+    def forward(self, text: str, schema: Schema, candidates: list[str]) -> dspy.Prediction:
+        record = StageRecord("verifier", inputs={"candidates": list(candidates)})
         reply = self.call_lm(
             self.predict,
-            backend,
             record,
             {"confirmed": subset_of(candidates)},
             entity_types=schema.labels,
             text=text,
             candidates=candidates,
         )
-        answered = (reply or {}).get("confirmed") or []
-        confirmed = {c for c in candidates if c in {a for a in answered if isinstance(a, str)}}
-        return dspy.Prediction(confirmed=confirmed, answered=reply is not None)
+        answers = reply.get("confirmed") or []
+        confirmed = {c for c in candidates if c in {a for a in answers if isinstance(a, str)}}
+        return dspy.Prediction(confirmed=confirmed, answered=reply.answered, record=record)

@@ -55,13 +55,29 @@ class StageBackend:
             **extra,
         }
 
-    def unreachable(self, reason: object) -> EndpointUnreachableError:
-        return EndpointUnreachableError(self.api_base or self.model, self.stage, str(reason))
+    def unreachable(self, reason: object, lm: dspy.BaseLM | None = None) -> EndpointUnreachableError:
+        """``lm``: the LM that was asked (an embedded stage's signatures have servers of their own)."""
+        url = self._url(lm)
+        return EndpointUnreachableError(url, self.stage, f"{reason}{self._ended_server(url)}")
 
-    def request_failed(self, exc: BaseException) -> EndpointRequestError:
+    def request_failed(self, exc: BaseException, lm: dspy.BaseLM | None = None) -> EndpointRequestError:
         """The first line of the LM layer's message is the reason; the rest is advice about its own internals."""
+        url = self._url(lm)
         reason = (str(exc).strip().splitlines() or [""])[0]
-        return EndpointRequestError(self.api_base or self.model, self.stage, f"{type(exc).__name__}: {reason}")
+        return EndpointRequestError(url, self.stage, f"{type(exc).__name__}: {reason}{self._ended_server(url)}")
+
+    def _url(self, lm: dspy.BaseLM | None) -> str:
+        return getattr(lm, "kwargs", {}).get("api_base") or self.api_base or self.model
+
+    def _ended_server(self, url: str) -> str:
+        """Where the embedded server behind ``url`` has died (a crash, the OOM killer), how and where its log is:
+        a refused connection alone would hide it."""
+        if self.lm_of_signature is None:  # not an embedded stage: no server of ours behind it
+            return ""
+        from samner_dspy.serving.embedded import ended_server_note
+
+        note = ended_server_note(url)
+        return f" ({note})" if note else ""
 
     @property
     def max_tokens(self) -> int | None:

@@ -17,10 +17,11 @@ from rich.console import Console
 from samner_dspy.config import SamnerConfig
 from samner_dspy.errors import SamnerError
 from samner_dspy.formats.labelled import DATA_FORMATS
-from samner_dspy.formats.records import RecordWriter, done_keys, json_lines, read_records, result_record
+from samner_dspy.formats.records import RecordWriter, done_keys, json_lines, read_records
 from samner_dspy.modes import CALIBRATION_MODES, CONSENSUS_MODES, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, PRESET_NAMES
 from samner_dspy.schema import Schema
 from samner_dspy.training.commands import add_adapter_arguments
+from samner_dspy.types import Document
 
 
 def _lines(args: argparse.Namespace) -> Iterator[str]:
@@ -176,7 +177,7 @@ def annotate(args: argparse.Namespace) -> int:
                 console.print(f"input {item.index} failed: {item.error}", style="red", markup=False)
                 errors.write({"index": item.index, "text": item.text, "error": item.error})
                 continue
-            record = result_record({"index": item.index}, item.text, item.prediction)
+            record = Document.of(item.prediction, {"index": item.index}).to_dict()
             sink.write(record)
             if args.json:
                 print(json.dumps(record, ensure_ascii=False), flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -47,6 +47,18 @@ class StageRecord:
         for counts in (usage or {}).values():
             self.prompt_tokens += int(counts.get("prompt_tokens") or 0)
             self.completion_tokens += int(counts.get("completion_tokens") or 0)
+
+    def absorb(self, other: StageRecord) -> None:
+        """Count another record's requests as this stage's (a helper stage asked on its behalf): its model, time,
+        tokens, repairs and failures; its inputs and outputs stay its own."""
+        self.model = other.model or self.model
+        self.requests += other.requests
+        self.latency_s += other.latency_s
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.repaired.extend(other.repaired)
+        if other.error is not None:
+            self.fail(other.error, other.raw_reply)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,8 +156,9 @@ class Trace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trace:
         stages = []
-        for raw in data["stages"]:
-            raw = dict(raw)
+        known = {f.name for f in fields(StageRecord)}
+        for raw in data.get("stages") or []:
+            raw = {name: value for name, value in raw.items() if name in known}  # a field of another version
             raw["dropped"] = [Dropped(**d) for d in raw.get("dropped", [])]
             raw["repaired"] = [Dropped(**d) for d in raw.get("repaired", [])]
             stages.append(StageRecord(**raw))

@@ -36,9 +36,8 @@ def crossner_dir() -> Path:
     return CROSSNER
 
 
-@pytest.fixture(scope="session")
-def embedded_server():
-    """The embedded model behind a real OpenAI-compatible HTTP server on 127.0.0.1."""
+def _embedded_server(log_name: str, **options):
+    """The embedded model behind a real OpenAI-compatible HTTP server on 127.0.0.1, stopped after its tests."""
     import importlib.util
 
     from samner_dspy.serving.embedded import EmbeddedServer, model_spec
@@ -48,10 +47,21 @@ def embedded_server():
         all(importlib.util.find_spec(p) is not None for p in model_spec().chunk_packages),
         "the embedded model's chunk packages (the 'local' extra)",
     )
-    server = EmbeddedServer(log_path=Path(tempfile.gettempdir()) / "samner-test-embedded-server.log")
+    server = EmbeddedServer(log_path=Path(tempfile.gettempdir()) / log_name, **options)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_server():
+    yield from _embedded_server("samner-test-embedded-server.log")
+
+
+@pytest.fixture(scope="session")
+def whole_prompt_server():
+    """An embedded server that evaluates every prompt whole, so two runs in another order answer alike."""
+    yield from _embedded_server("samner-test-whole-prompt-server.log", reuse_prompts=False)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -69,7 +69,7 @@ def test_the_plain_prompt_names_the_labels_only_and_drops_what_it_cannot_ground(
 
 def test_the_plain_reply_is_constrained_to_entities_typed_with_the_schemas_labels():
     lm = ScriptedLM([{"entities": [{"text": "London", "type": "city"}]}])
-    found = PlainExtractor()(text=TEXT, schema=SCHEMA, backend=StageBackend("calibrator", lm, "m"))
+    found = PlainExtractor().bind(StageBackend("calibrator", lm, "m"))(text=TEXT, schema=SCHEMA)
     assert [c.surface for c in found.candidates] == ["London"]
     schema = lm.history[-1]["kwargs"]["response_format"]["json_schema"]["schema"]
     item = schema["properties"]["entities"]["items"]

@@ -61,12 +61,13 @@ def test_without_one_extractor_consensus_has_nothing_to_check():
 def test_verify_mode_asks_the_anchor_once_for_all_uncorroborated_noise_prone_candidates():
     lm = ScriptedLM([{"confirmed": ["system", "invented"]}])
     backend = StageBackend("anchor", lm, "dummy")
-    result = ConsensusRefiner("verify")(
+    refiner = ConsensusRefiner("verify")
+    refiner.verifier.bind(backend)
+    result = refiner(
         text=TEXT,
         schema=SCHEMA,
         anchor=anchor("Hinton"),
         explorer=explorer("Hinton", "data", "system", "neural network"),
-        verifier_backend=backend,
     )
     assert [c.surface for c in result.candidates] == ["Hinton", "neural network", "system"]
     assert result.record.requests == 1 and len(lm.history) == 1
@@ -79,9 +80,9 @@ def test_verify_mode_asks_the_anchor_once_for_all_uncorroborated_noise_prone_can
 
 def test_verify_mode_with_an_unparseable_reply_records_it_and_drops_the_candidates():
     backend = StageBackend("anchor", ScriptedLM(["I think they are fine"]), "dummy")
-    result = ConsensusRefiner("verify")(
-        text=TEXT, schema=SCHEMA, anchor=anchor("Hinton"), explorer=explorer("data"), verifier_backend=backend
-    )
+    refiner = ConsensusRefiner("verify")
+    refiner.verifier.bind(backend)
+    result = refiner(text=TEXT, schema=SCHEMA, anchor=anchor("Hinton"), explorer=explorer("data"))
     assert [c.surface for c in result.candidates] == ["Hinton"]
     assert result.record.error and result.record.raw_reply == "I think they are fine"
     assert result.record.dropped[0].reason == "verification failed, so it stays uncorroborated"

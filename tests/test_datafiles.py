@@ -10,19 +10,21 @@ import sys
 import pytest
 
 from samner_dspy.evals.datafiles import guess_format, load_labelled
-from samner_dspy.formats.exports import Annotated, to_conll
+from samner_dspy.formats.exports import to_conll
 from samner_dspy.schema import Schema
 from samner_dspy.serving.stand_in import stand_in_server
-from samner_dspy.types import Entity
+from samner_dspy.types import Document, Entity
 from tests.conftest import require
 
 SCHEMA = Schema({"person": "a named person", "city": "a named city"})
 ITEMS = [
-    Annotated(
-        "Zoë Müller moved to São Paulo.", (Entity("Zoë Müller", "person", 0, 10), Entity("São Paulo", "city", 20, 29))
+    Document(
+        text="Zoë Müller moved to São Paulo.",
+        entities=[Entity("Zoë Müller", "person", 0, 10), Entity("São Paulo", "city", 20, 29)],
+        trace=None,
     ),
-    Annotated("Nothing here.", ()),
-    Annotated("Ada met Bob in Paris.", (Entity("Paris", "City", 15, 20),)),
+    Document(text="Nothing here.", entities=[], trace=None),
+    Document(text="Ada met Bob in Paris.", entities=[Entity("Paris", "City", 15, 20)], trace=None),
 ]
 
 

@@ -20,7 +20,6 @@ from samner_dspy.errors import EmbeddedModelError
 from samner_dspy.evals.crossner import read_bio
 from samner_dspy.programs import DirectTyper, SpanVerifier
 from samner_dspy.serving.embedded import MODELS, EmbeddedModel, model_path
-from samner_dspy.tracing import StageRecord
 
 pytestmark = pytest.mark.model
 
@@ -88,15 +87,13 @@ def test_vllm_style_configuration_and_the_optional_stages(embedded_server):
     text = "Ada Lovelace worked with Charles Babbage in London on the Analytical Engine."
     schema = Schema.coerce({"person": "a named person", "city": "a named city"})
 
-    record = StageRecord("consensus")
-    verdict = SpanVerifier()(
-        text=text, schema=schema, candidates=["London", "engine"], backend=backends["anchor"], record=record
-    )
+    verdict = SpanVerifier().bind(backends["anchor"])(text=text, schema=schema, candidates=["London", "engine"])
+    record = verdict.record
     assert verdict.answered and verdict.confirmed <= {"London", "engine"}
     assert record.requests == 1 and record.model == "hosted_vllm/embedded" and record.error is None
     assert record.completion_tokens > 0, "the model wrote a reply (an empty one would not parse)"
 
-    typed = DirectTyper()(text=text, schema=schema, entities=["Ada Lovelace", "London"], backend=backends["calibrator"])
+    typed = DirectTyper().bind(backends["calibrator"])(text=text, schema=schema, entities=["Ada Lovelace", "London"])
     # The reply's schema requires a label for each entity: a working model labels both, and gets one right.
     assert set(typed.label_of) == {"Ada Lovelace", "London"}
     assert set(typed.label_of.values()) <= {"person", "city"}

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from samner_dspy.formats.exports import (
-    Annotated,
     bio_tags,
     entities_from_bio,
     from_gliner,
@@ -21,7 +20,8 @@ from samner_dspy.formats.exports import (
     to_label_studio,
     tokenize,
 )
-from samner_dspy.types import Entity
+from samner_dspy.tracing import Trace
+from samner_dspy.types import Document, Entity
 from tests.conftest import require
 
 TEXT = "Zoë Müller (CEO of Acme-Corp) moved to São Paulo."
@@ -30,7 +30,13 @@ ENTITIES = (
     Entity("Acme-Corp", "organisation", 19, 28, "Organization", ("anchor",), 0.42),
     Entity("São Paulo", "city", 39, 48, "Location", ("explorer",), None),
 )
-ITEM = Annotated(TEXT, ENTITIES, 3, {"stages": [{"stage": "anchor"}]})
+
+
+def document(text: str, entities, index: int = 0, trace: Trace | None = None) -> Document:
+    return Document(text=text, entities=list(entities), trace=trace, key={"index": index})
+
+
+ITEM = document(TEXT, ENTITIES, 3, Trace.from_dict({"stages": [{"stage": "anchor"}]}))
 
 
 def test_fixture_offsets_are_true():
@@ -54,7 +60,7 @@ def test_label_studio_tasks_round_trip_through_json():
     assert region["score"] == 0.42 and task["predictions"][0]["score"] == 0.42
     assert "score" not in task["predictions"][0]["result"][2], "an unscored entity has no score"
     back = from_label_studio(json.loads(json.dumps(task)))
-    assert back == Annotated(TEXT, ENTITIES, 3)
+    assert back == document(TEXT, ENTITIES, 3)
 
 
 def test_conll_round_trips_token_aligned_entities():
@@ -80,7 +86,7 @@ def test_a_span_that_cuts_a_token_takes_the_whole_token_and_overlaps_are_left_ou
 
 def test_annotate_output_is_read_back_and_a_torn_line_skipped(tmp_path):
     path = tmp_path / "out.jsonl"
-    record = {"index": 3, "text": TEXT, "entities": [e.to_dict() for e in ENTITIES], "trace": ITEM.trace}
+    record = {"index": 3, "text": TEXT, "entities": [e.to_dict() for e in ENTITIES], "trace": ITEM.trace.to_dict()}
     path.write_text(json.dumps(record) + "\n" + '{"index": 4, "te', encoding="utf-8")
     (item,) = read_results(path)
     assert item == ITEM and item.trace == ITEM.trace
@@ -104,20 +110,20 @@ def test_spacy_docbin_round_trips_entities_scores_and_traces(spacy_docs, tmp_pat
         ("São Paulo", "city"),
     ]
     assert doc.ents[1]._.samner_score == 0.42 and tuple(doc.ents[1]._.samner_sources) == ("anchor",)
-    assert doc.ents[0]._.samner_trace == ITEM.trace
+    assert doc.ents[0]._.samner_trace == ITEM.trace.to_dict()
     back = spacy_docs.from_doc(doc)
     assert back == ITEM and back.trace == ITEM.trace
 
 
 def test_spacy_alignment_modes_follow_the_documented_policy(spacy_docs):
     text = "Parisians met in Paris."
-    item = Annotated(text, (Entity("Paris", "city", 0, 5), Entity("Paris", "city", 17, 22)))
+    item = document(text, (Entity("Paris", "city", 0, 5), Entity("Paris", "city", 17, 22)))
     expanded = spacy_docs.to_doc(item, alignment="expand")
     assert [(e.text, e.start_char) for e in expanded.ents] == [("Parisians", 0), ("Paris", 17)]
     strict = spacy_docs.to_doc(item, alignment="strict")
     assert [e.text for e in strict.ents] == ["Paris"]
     assert [d["start"] for d in strict._.samner_left_out] == [0]
-    overlapping = Annotated(text, (Entity("Parisians met", "x", 0, 13), Entity("met in", "y", 10, 16)))
+    overlapping = document(text, (Entity("Parisians met", "x", 0, 13), Entity("met in", "y", 10, 16)))
     assert [e.label_ for e in spacy_docs.to_doc(overlapping).ents] == ["x"]
     with pytest.raises(ValueError, match="alignment"):
         spacy_docs.to_doc(item, alignment="loose")
@@ -135,7 +141,7 @@ def _export(*args: object) -> subprocess.CompletedProcess:
 
 def test_the_export_command_writes_every_format(tmp_path):
     results = tmp_path / "out.jsonl"
-    record = {"index": 3, "text": TEXT, "entities": [e.to_dict() for e in ENTITIES], "trace": ITEM.trace}
+    record = {"index": 3, "text": TEXT, "entities": [e.to_dict() for e in ENTITIES], "trace": ITEM.trace.to_dict()}
     results.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
 
     gliner = _export(results, "--format", "gliner")
@@ -144,7 +150,7 @@ def test_the_export_command_writes_every_format(tmp_path):
     conll = _export(results, "--format", "conll", "-o", tmp_path / "out.conll")
     assert conll.returncode == 0 and (tmp_path / "out.conll").read_text(encoding="utf-8") == "".join(to_conll([ITEM]))
     studio = _export(results, "--format", "label-studio")
-    assert [from_label_studio(task) for task in json.loads(studio.stdout)] == [Annotated(TEXT, ENTITIES, 3)]
+    assert [from_label_studio(task) for task in json.loads(studio.stdout)] == [document(TEXT, ENTITIES, 3)]
     refused = _export(results, "--format", "spacy")
     assert refused.returncode == 2 and "--output" in refused.stderr
     missing = _export(tmp_path / "nothing.jsonl", "--format", "gliner")

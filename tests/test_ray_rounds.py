@@ -247,25 +247,20 @@ def test_cli_ray_vllm_checks_the_adapters_first(tmp_path, capsys):
 
 
 @pytest.mark.model
-def test_rounds_on_the_embedded_model_equal_local_batches(ray_session, embedded_server, tmp_path):
+def test_rounds_on_the_embedded_model_equal_local_batches(ray_session, whole_prompt_server, tmp_path):
+    """Answer for answer: the rounds send the stages' prompts in another order than a local batch, so the server
+    evaluates each prompt whole (with prefix reuse a greedy answer may move with the request before it)."""
     texts = ["Ada Lovelace worked with Charles Babbage in London.", "Zoë Müller moved from München to Berlin."]
     schema = ["person", "city"]
-    config = embedded_config(embedded_server.api_base)
+    config = embedded_config(whole_prompt_server.api_base)
     items = list(SAMNER(config).batch(texts, schema, concurrency=1))
     assert all(item.ok for item in items), [item.error for item in items]
     local = {item.index: [e.to_dict() for e in item.prediction.entities] for item in items}
-    llm = HttpEndpoint(embedded_server.api_base, dialect="llama_cpp")
+    llm = HttpEndpoint(whole_prompt_server.api_base, dialect="llama_cpp")
     out = tmp_path / "out"
     run = annotate_corpus(str(write_jsonl(tmp_path / "in.jsonl", texts)), str(out), schema, config, llm=llm)
     assert (run.written, run.failed) == (len(texts), 0), read_output(str(out), errors=True)
-    on_ray = {r["index"]: r["entities"] for r in read_output(str(out))}
-    if on_ray != local:
-        # One llama.cpp slot reuses the longest prefix of the previous prompt, and the rounds send the stages'
-        # prompts in another order than a local batch: the rest of a prompt evaluated in another batch can move
-        # logits in their last bits and flip a greedy token (README, "The embedded model"). A local batch run
-        # again, after the rounds, meets such a state too; the rounds must agree with one of the two.
-        again = list(SAMNER(config).batch(texts, schema, concurrency=1))
-        assert on_ray == {item.index: [e.to_dict() for e in item.prediction.entities] for item in again}, local
+    assert {r["index"]: r["entities"] for r in read_output(str(out))} == local
     assert any(local.values())  # the comparison is not between empty results
 
 

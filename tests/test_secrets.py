@@ -55,6 +55,9 @@ def test_the_api_key_never_leaves_the_request(tmp_path, monkeypatch, caplog):
         program.save(str(tmp_path / "saved" / "program"), save_program=True)
         loaded = dspy.load(str(tmp_path / "saved" / "program"), allow_pickle=True)
         assert [e.text for e in loaded(texts[0], ["person"]).entities] == ["Ada"], "a loaded program still works"
+        copied = program.deepcopy()  # as optimizers copy a program: the copy's stages are bound again on use
+        assert copied.anchor.backend is None and program.anchor.backend is not None
+        assert [e.text for e in copied(texts[0], ["person"]).entities] == ["Ada"]
 
         env = {**os.environ, "SAMNER_HOME": str(tmp_path / "home")}
         cli = [sys.executable, "-m", "samner_dspy.cli"]

@@ -1,5 +1,7 @@
 """Each LM stage on its own, with scripted replies: constraints sent, answers repaired or dropped, failures kept."""
 
+import pytest
+
 from samner_dspy.backends import StageBackend
 from samner_dspy.programs import ArchetypeClassifier, DirectTyper, SpanExtractor, TypeCalibrator
 from samner_dspy.schema import Schema
@@ -18,9 +20,14 @@ def sent_schema(lm):
     return lm.history[-1]["kwargs"]["response_format"]["json_schema"]["schema"]
 
 
+def test_a_stage_alone_asks_to_be_bound_to_a_backend():
+    with pytest.raises(RuntimeError, match=r"the explorer stage has no backend.*\.bind\(backend\)"):
+        SpanExtractor("explorer")(text=TEXT, schema=SCHEMA)
+
+
 def test_extractor_grounds_strings_and_drops_hallucinations():
     lm = ScriptedLM([{"entities": {"researcher": ["Hinton", "LeCun"], "university": ["university of toronto"]}}])
-    result = SpanExtractor("explorer")(text=TEXT, schema=SCHEMA, backend=backend(lm))
+    result = SpanExtractor("explorer").bind(backend(lm))(text=TEXT, schema=SCHEMA)
     assert [(c.surface, c.types) for c in result.candidates] == [
         ("Hinton", ("researcher",)),
         ("University of Toronto", ("university",)),
@@ -37,7 +44,7 @@ def test_anchor_uses_the_iepile_format_and_splits_large_schemas():
     from samner_dspy.adapters import IEPileAdapter
 
     extractor = SpanExtractor("anchor", IEPileAdapter(), max_types_per_request=2)
-    result = extractor(text=TEXT, schema=SCHEMA, backend=backend(lm, "llama_cpp"))
+    result = extractor.bind(backend(lm, "llama_cpp"))(text=TEXT, schema=SCHEMA)
     assert [c.surface for c in result.candidates] == ["Hinton", "Edinburgh"]
     assert result.record.requests == 2
     assert '"schema": ["location"]' in lm.history[-1]["messages"][-1]["content"]
@@ -47,7 +54,7 @@ def test_anchor_uses_the_iepile_format_and_splits_large_schemas():
 
 def test_unparseable_reply_is_recorded_with_its_raw_text_and_the_stage_goes_on():
     lm = ScriptedLM(["Sure! The entities are Hinton and Toronto."])
-    result = SpanExtractor("explorer")(text=TEXT, schema=SCHEMA, backend=backend(lm))
+    result = SpanExtractor("explorer").bind(backend(lm))(text=TEXT, schema=SCHEMA)
     assert result.candidates == []
     assert "unparseable reply" in result.record.error
     assert result.record.raw_reply == "Sure! The entities are Hinton and Toronto."
@@ -56,7 +63,7 @@ def test_unparseable_reply_is_recorded_with_its_raw_text_and_the_stage_goes_on()
 def test_archetype_stage_tags_every_occurrence_and_repairs_out_of_space_answers():
     lm = ScriptedLM([{"archetypes": {"hinton": "person", "University of Toronto": "College"}}])
     spans = [Span(0, 6, "Hinton"), Span(35, 56, "University of Toronto"), Span(58, 64, "Hinton")]
-    result = ArchetypeClassifier()(text=TEXT, spans=spans, backend=backend(lm))
+    result = ArchetypeClassifier().bind(backend(lm))(text=TEXT, spans=spans)
     assert result.archetypes == {"Hinton": "Person", "University of Toronto": "Misc"}
     assert [r.item for r in result.record.repaired] == ["University of Toronto"]
     assert result.record.inputs["tagged_text"].count("<ENT>Hinton</ENT>") == 2
@@ -68,7 +75,7 @@ def test_archetype_stage_tags_every_occurrence_and_repairs_out_of_space_answers(
 def test_calibrator_types_a_sentence_in_one_request_and_drops_out_of_schema_labels():
     lm = ScriptedLM([{"labels": {"Hinton": "Researcher", "University of Toronto": "college", "Edinburgh": "location"}}])
     archetypes = {"Hinton": "Person", "University of Toronto": "Organization", "Edinburgh": "Location"}
-    result = TypeCalibrator()(text=TEXT, schema=SCHEMA, archetypes=archetypes, backend=backend(lm))
+    result = TypeCalibrator().bind(backend(lm))(text=TEXT, schema=SCHEMA, archetypes=archetypes)
     assert result.label_of == {"Hinton": "researcher", "Edinburgh": "location"}
     assert [(d.item, d.reason) for d in result.record.dropped] == [
         ("University of Toronto", "label 'college' is not in the schema")
@@ -85,7 +92,7 @@ def test_calibrator_per_entity_mode_and_the_none_answer():
     lm = ScriptedLM([{"label": "researcher"}, {"label": "none"}])
     archetypes = {"Hinton": "Person", "Edinburgh": "Location"}
     calibrator = TypeCalibrator("entity", allow_no_label=True)
-    result = calibrator(text=TEXT, schema=SCHEMA, archetypes=archetypes, backend=backend(lm))
+    result = calibrator.bind(backend(lm))(text=TEXT, schema=SCHEMA, archetypes=archetypes)
     assert result.label_of == {"Hinton": "researcher"}
     assert result.record.requests == 2
     assert result.record.dropped[0].reason == "no label of the schema fits"
@@ -94,12 +101,12 @@ def test_calibrator_per_entity_mode_and_the_none_answer():
 
 def test_direct_typing_has_no_archetypes_in_its_prompt():
     lm = ScriptedLM([{"labels": {"Hinton": "researcher"}}])
-    result = DirectTyper()(text=TEXT, schema=SCHEMA, entities=["Hinton"], backend=backend(lm))
+    result = DirectTyper().bind(backend(lm))(text=TEXT, schema=SCHEMA, entities=["Hinton"])
     assert result.label_of == {"Hinton": "researcher"}
     assert "archetype" not in lm.history[-1]["messages"][-1]["content"].lower()
 
 
 def test_no_structured_output_sends_no_response_format():
     lm = ScriptedLM([{"labels": {"Hinton": "researcher"}}])
-    DirectTyper()(text=TEXT, schema=SCHEMA, entities=["Hinton"], backend=backend(lm, "none"))
+    DirectTyper().bind(backend(lm, "none"))(text=TEXT, schema=SCHEMA, entities=["Hinton"])
     assert "response_format" not in lm.history[-1]["kwargs"]

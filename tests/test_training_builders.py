@@ -32,7 +32,7 @@ IEPILE = FIXTURES / "iepile-ner.json"  # IEPile's train.json: JSON Lines of {tas
 
 def inference_messages(stage, lm, **inputs) -> list[dict[str, str]]:
     """The messages a stage sends its LM for ``inputs``, captured from the LM's history."""
-    stage(**inputs, backend=StageBackend("stage", lm, "recording"))
+    stage.bind(StageBackend("stage", lm, "recording"))(**inputs)
     assert len(lm.history) == 1
     return lm.history[0]["messages"]
 

@@ -68,7 +68,7 @@ def test_anchor_examples_are_the_anchor_stage_iepile_prompt_plus_the_answer(tmp_
     assert answer["entities"] == {"actor": ["brad pitt"], "year": ["1999"], "director": []}
     lm = ScriptedLM([answer])
     stage = SpanExtractor("anchor", IEPileAdapter())
-    stage(text="brad pitt movies from 1999", schema=Schema.coerce(types), backend=StageBackend("anchor", lm, "r"))
+    stage.bind(StageBackend("anchor", lm, "r"))(text="brad pitt movies from 1999", schema=Schema.coerce(types))
     assert first[:-1] == lm.history[0]["messages"], "the prompt the anchor stage sends at inference"
 
 

@@ -10,7 +10,7 @@ from samner_dspy import SAMNER
 from samner_dspy.cli import main
 from samner_dspy.evals.review import judge, report_tables
 from samner_dspy.formats.view import label_colours, page_data, render_html, segments
-from samner_dspy.programs.prediction import SamnerPrediction
+from samner_dspy.types import Document
 from tests.helpers import stage_lms
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script> Bob & </script>"
@@ -218,14 +218,14 @@ def test_prediction_to_html_holds_its_text_entities_and_trace():
         calibrator=[{"labels": {"Zoë": "person", "São Paulo": "city"}}],
     )
     result = SAMNER(lms=lms)(text, {"person": "a person", "city": "a city"})
-    assert isinstance(result, SamnerPrediction) and result.text == text
+    assert isinstance(result, Document) and result.text == text
     data, _ = data_block(result.to_html())
     item = data["records"][0]
     assert marked(item["rows"]) == ["Zoë", "Zoë", "São Paulo"]
     assert [row[0] for row in item["traces"][0]["rows"]][:2] == ["anchor", "explorer"]
     assert dict(item["entities"][0]["details"])["consensus"] == "kept: both extractors proposed it"
     with pytest.raises(ValueError, match="does not hold its text"):
-        SamnerPrediction(entities=[], trace=None).to_html()
+        Document(entities=[], trace=None).to_html()
 
 
 def test_verification_is_traced_so_the_view_can_say_why_a_mention_was_kept():

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from samner_dspy.formats.records import read_records
-from samner_dspy.types import Entity
+from samner_dspy.types import Document, Entity
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 """BIO tokens: runs of word characters, and every other non-space character on its own."""
@@ -21,52 +21,22 @@ LABEL_STUDIO_FROM = "label"
 LABEL_STUDIO_TO = "text"
 
 
-@dataclass(frozen=True)
-class Annotated:
-    """One annotated text as ``samner annotate -o`` writes it: the text, its entities, and the trace."""
-
-    text: str
-    entities: tuple[Entity, ...]
-    index: int = 0
-    trace: dict[str, Any] | None = field(default=None, compare=False)
-
-
-def entity_from_dict(data: dict[str, Any]) -> Entity:
-    """An :class:`Entity` from :meth:`Entity.to_dict` output (extra keys are ignored)."""
-    return Entity(
-        data["text"],
-        data["label"],
-        int(data["start"]),
-        int(data["end"]),
-        data.get("archetype"),
-        tuple(data.get("sources") or ()),
-        data.get("score"),
-        data.get("alignment_status"),
-        data.get("typed_by"),
-    )
-
-
-def read_results(path: str | Path) -> Iterator[Annotated]:
-    """Records of an annotate output (JSON Lines with ``text``, ``entities``, ``trace``); torn lines skipped."""
+def read_results(path: str | Path) -> Iterator[Document]:
+    """The documents of an annotate output (JSON Lines records, :meth:`Document.to_dict`); torn lines skipped."""
     for number, record in enumerate(read_records(path)):
-        yield Annotated(
-            record["text"],
-            tuple(entity_from_dict(e) for e in record.get("entities") or []),
-            int(record.get("index", number)),
-            record.get("trace"),
-        )
+        yield Document.from_dict(record, number)
 
 
 # --- GLiNER-style dicts ------------------------------------------------------------------------------------
 
 
-def to_gliner(item: Annotated) -> list[dict[str, Any]]:
+def to_gliner(item: Document) -> list[dict[str, Any]]:
     """What ``GLiNER.predict_entities`` returns: ``text``, ``label``, ``start``, ``end``, ``score``."""
     return [{"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": e.score} for e in item.entities]
 
 
-def from_gliner(text: str, spans: Iterable[dict[str, Any]], index: int = 0) -> Annotated:
-    return Annotated(text, tuple(entity_from_dict(span) for span in spans), index)
+def from_gliner(text: str, spans: Iterable[dict[str, Any]], index: int = 0) -> Document:
+    return Document(text=text, entities=[Entity.from_dict(span) for span in spans], trace=None, key={"index": index})
 
 
 # --- CoNLL BIO ---------------------------------------------------------------------------------------------
@@ -114,7 +84,7 @@ def entities_from_bio(text: str, tokens: list[tuple[int, int]], tags: list[str])
     return entities
 
 
-def to_conll(items: Iterable[Annotated]) -> Iterator[str]:
+def to_conll(items: Iterable[Document]) -> Iterator[str]:
     """``token<TAB>tag`` lines, a blank line after each text (the CrossNER/CoNLL layout); ``samner eval
     --format bio`` reads it back."""
     for item in items:
@@ -127,7 +97,7 @@ def to_conll(items: Iterable[Annotated]) -> Iterator[str]:
 # --- Label Studio ------------------------------------------------------------------------------------------
 
 
-def to_label_studio(item: Annotated, model_version: str = "samner-dspy") -> dict[str, Any]:
+def to_label_studio(item: Document, model_version: str = "samner-dspy") -> dict[str, Any]:
     """A Label Studio task with the entities as a pre-annotation for a ``<Labels name="label"
     toName="text">`` over ``<Text name="text" value="$text">``; the prediction's score is the lowest entity's."""
     scores = [e.score for e in item.entities if e.score is not None]
@@ -147,7 +117,7 @@ def to_label_studio(item: Annotated, model_version: str = "samner-dspy") -> dict
     return {"data": {"text": item.text, "index": item.index}, "predictions": [prediction]}
 
 
-def from_label_studio(task: dict[str, Any]) -> Annotated:
+def from_label_studio(task: dict[str, Any]) -> Document:
     """A task's first prediction (or, once annotated, its first annotation) as entities."""
     source = (task.get("annotations") or task.get("predictions") or [{}])[0]
     entities = []
@@ -166,4 +136,4 @@ def from_label_studio(task: dict[str, Any]) -> Annotated:
             )
         )
     data = task["data"]
-    return Annotated(data["text"], tuple(entities), int(data.get("index", 0)))
+    return Document(text=data["text"], entities=entities, trace=None, key={"index": int(data.get("index", 0))})

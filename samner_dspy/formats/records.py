@@ -16,18 +16,6 @@ from typing import Any
 from samner_dspy.errors import DataFileError, SamnerError
 
 
-def result_record(key: dict[str, Any], text: str, result: Any) -> dict[str, Any]:
-    """One output line: ``key`` (``{"index": n}`` or ``{"id": ...}``), ``text``, ``entities`` and ``trace``
-    (a long text's windows are part of its trace)."""
-    trace = result.get("trace")
-    return {
-        **key,
-        "text": text,
-        "entities": [e.to_dict() for e in result.entities],
-        "trace": trace.to_dict() if trace is not None else None,
-    }
-
-
 def _upgraded(record: dict[str, Any]) -> dict[str, Any]:
     """A document record of earlier versions (``windows``, ``traces``, ``errors`` beside the text) in the one
     shape: its windows inside its trace."""

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from samner_dspy.formats.exports import Annotated
-from samner_dspy.types import Entity
+from samner_dspy.tracing import Trace
+from samner_dspy.types import Document, Entity
 
 Alignment = Literal["expand", "contract", "strict"]
 ALIGNMENTS: tuple[str, ...] = ("expand", "contract", "strict")
@@ -65,7 +65,7 @@ def blank_nlp(lang: str = "en") -> Any:
     return _spacy().blank(lang)
 
 
-def to_doc(item: Annotated, nlp: Any = None, alignment: Alignment = "expand") -> Any:
+def to_doc(item: Document, nlp: Any = None, alignment: Alignment = "expand") -> Any:
     """A ``Doc`` of ``item.text`` whose ``ents`` are the entities, aligned under ``alignment`` (see above)."""
     if alignment not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
@@ -85,16 +85,17 @@ def to_doc(item: Annotated, nlp: Any = None, alignment: Alignment = "expand") ->
         span._.samner_sources = list(entity.sources)
         spans.append(span)
     doc.ents = spans
-    doc._.samner_trace = item.trace
+    trace = item.get("trace")
+    doc._.samner_trace = trace.to_dict() if trace is not None else None
     doc._.samner_index = item.index
     doc._.samner_left_out = left_out
     return doc
 
 
-def from_doc(doc: Any) -> Annotated:
+def from_doc(doc: Any) -> Document:
     """The entities of ``doc.ents`` with their ``samner_*`` attributes (offsets as spaCy aligned them)."""
     register_extensions()
-    entities = tuple(
+    entities = [
         Entity(
             span.text,
             span.label_,
@@ -105,11 +106,13 @@ def from_doc(doc: Any) -> Annotated:
             span._.samner_score,
         )
         for span in doc.ents
-    )
-    return Annotated(doc.text, entities, doc._.samner_index or 0, doc._.samner_trace)
+    ]
+    trace = doc._.samner_trace
+    key = {"index": doc._.samner_index or 0}
+    return Document(text=doc.text, entities=entities, trace=Trace.from_dict(trace) if trace else None, key=key)
 
 
-def write_docbin(items: Iterable[Annotated], path: str | Path, nlp: Any = None, alignment: Alignment = "expand") -> int:
+def write_docbin(items: Iterable[Document], path: str | Path, nlp: Any = None, alignment: Alignment = "expand") -> int:
     """Write a ``.spacy`` file (``DocBin`` with user data, so scores and traces survive); returns how many."""
     from spacy.tokens import DocBin
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from samner_dspy.errors import SamnerError
-from samner_dspy.formats.records import result_record
 from samner_dspy.grounding import mention_key
 from samner_dspy.tagging import occurrence_keys
 from samner_dspy.tracing import window_cores
@@ -308,11 +307,6 @@ def write_html(
     path = Path(path)
     path.write_text(render_html(records, tables, title), encoding="utf-8")
     return path
-
-
-def prediction_record(text: str, prediction: Any) -> dict[str, Any]:
-    """A program's prediction as the record ``samner annotate -o`` writes (sentence or windowed document)."""
-    return result_record({"index": 0}, text, prediction)
 
 
 PAGE = """<!DOCTYPE html>

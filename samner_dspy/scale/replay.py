@@ -27,14 +27,15 @@ from typing import Any
 
 import dspy
 import pandas as pd
+from dspy.primitives.base_module import BaseModule
 
 from samner_dspy.config import STAGES, SamnerConfig
 from samner_dspy.errors import describe
-from samner_dspy.formats.records import result_record
 from samner_dspy.programs.document import Deferred
 from samner_dspy.programs.samner import SAMNER
 from samner_dspy.scale.requests import ASKED, Book, StageRequest, open_book
 from samner_dspy.schema import Schema
+from samner_dspy.types import Document
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,13 @@ class _Run:
 
 
 _RUN: contextvars.ContextVar[_Run] = contextvars.ContextVar("samner_replay")
-_OWN_INPUTS = frozenset({"text", "schema", "backend"})
+_OWN_INPUTS = frozenset({"text", "schema"})
 """A stage called with nothing more reads no other stage's result (the extractors), so it never waits."""
 
 
-class _Stage:
-    """Stands in for one stage module of the program: replays, runs, or defers."""
+class _Stage(BaseModule):
+    """Stands in for one stage module of the program: replays, runs, or defers. A ``BaseModule`` (not a
+    ``dspy.Module``: no call wrapping), so the program still finds the stage inside it to bind its backend."""
 
     def __init__(self, name: str, module: Any) -> None:
         self.name = name
@@ -158,7 +160,7 @@ def advance(program: SAMNER, row: Row, schema: Schema, live: frozenset[str] | No
         with dspy.context(disable_history=True):
             result = program(row.text, schema)
         if not row.pending():  # else the last stages ran on placeholder replies: the row waits for the real ones
-            row.record = result_record(row.key, row.text, result)
+            row.record = Document.of(result, row.key).to_dict()
     except Deferred:
         pass
     except Exception as exc:  # one bad input must not end the job

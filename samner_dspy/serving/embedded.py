@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -159,6 +160,7 @@ class EmbeddedServer:
         prefix_store: bool | str | os.PathLike[str] | None = None,
         n_threads_batch: int | None = None,
         lora: str | os.PathLike[str] | None = None,
+        reuse_prompts: bool = True,
     ) -> None:
         """``n_threads`` decode (default 1, or ``$SAMNER_EMBEDDED_THREADS``); prompts are evaluated on
         ``n_threads_batch`` (default every core).
@@ -173,7 +175,10 @@ class EmbeddedServer:
 
         ``lora``: a LoRA the server applies to every request, a PEFT folder (``samner train``'s output, converted to
         llama.cpp's format on first use: :mod:`samner_dspy.serving.gguf_lora`) or a llama.cpp GGUF adapter. Its prompt
-        states are kept apart from the base model's (the KV cache differs), in a prefix folder keyed by the adapter."""
+        states are kept apart from the base model's (the KV cache differs), in a prefix folder keyed by the adapter.
+
+        ``reuse_prompts=False``: every request evaluates its whole prompt (no prefix store), slower but with answers
+        that do not depend on request order, for comparing two runs answer for answer."""
         self.spec = model_spec(model)
         self.lora: Path | None = _lora_file(self.spec, lora) if lora else None
         self.host = host
@@ -182,7 +187,10 @@ class EmbeddedServer:
         self.n_threads = n_threads or int(os.environ.get("SAMNER_EMBEDDED_THREADS") or 0) or 1
         self.n_threads_batch = n_threads_batch or os.cpu_count() or 2
         self.log_path = Path(log_path) if log_path else cache_dir().parent / "embedded-server.log"
-        if prefix_store is None:
+        self.reuse_prompts = reuse_prompts
+        if not reuse_prompts:
+            prefix_store = False
+        elif prefix_store is None:
             prefix_store = os.environ.get("SAMNER_PREFIX_STORE", "1") != "0"
         self._lora_sha256: str | None = None
         self.prefix_store: Path | None = None
@@ -206,6 +214,8 @@ class EmbeddedServer:
 
     def command(self) -> list[str]:
         store = ["--samner_prefix_dir", str(self.prefix_store)] if self.prefix_store else []
+        if not self.reuse_prompts:
+            store = ["--samner_whole_prompts"]
         return [
             sys.executable, "-m", "samner_dspy.serving.embedded_child",  # llama_cpp.server, exiting with its parent
             *store,
@@ -315,6 +325,17 @@ class EmbeddedServer:
     def stop(self) -> None:
         stop_all([self])
 
+    def exit_note(self) -> str | None:
+        """Why requests to this server fail, if its process has ended since it started: the exit code (a signal's
+        name for a crash) and the log to read; None while it runs."""
+        process = self._process
+        if process is None or (code := process.poll()) is None:
+            return None
+        how = f"exited with code {code}"
+        if code < 0 and -code in {int(s) for s in signal.Signals}:
+            how = f"was killed by {signal.Signals(-code).name}"  # a crash (SIGSEGV) or the OOM killer (SIGKILL)
+        return f"the embedded server (pid {process.pid}) {how}; see {self.log_path}"
+
     def evaluated_prompt_tokens(self) -> int:
         """Prompt tokens this server has evaluated since it started, from llama.cpp's "prompt eval" line per
         request in its log: the rest of each prompt sent came from the prefix it had already evaluated."""
@@ -389,7 +410,11 @@ def shared_servers(
     paired = set(side_by_side)
     lora_of = {role: _lora_path(loras.get(role)) if loras else None for role in roles}
     with _shared_lock:
-        missing = [role for role in roles if (name, role, lora_of[role]) not in _shared]
+        missing = [
+            role
+            for role in roles
+            if (known := _shared.get((name, role, lora_of[role]))) is None or known.exit_note() is not None
+        ]  # a server that died (a crash, the OOM killer) is started again for the next program
         started = {
             role: EmbeddedServer(
                 name,
@@ -412,6 +437,13 @@ def shared_servers(
 def _lora_path(lora: str | os.PathLike[str] | None) -> str | None:
     """A LoRA as one string however it was spelt (relative, with ``~``), so one adapter gets one server per role."""
     return str(Path(lora).expanduser().resolve()) if lora else None
+
+
+def ended_server_note(api_base: str) -> str | None:
+    """:meth:`EmbeddedServer.exit_note` of the process-wide server at ``api_base``, if it has ended."""
+    with _shared_lock:
+        servers = [server for server in _shared.values() if server.api_base == api_base.rstrip("/")]
+    return next((note for server in servers if (note := server.exit_note())), None)
 
 
 def running_servers() -> list[EmbeddedServer]:

@@ -3,13 +3,14 @@
 A killed annotation or evaluation (SIGKILL included) runs no clean-up, and its server, holding 1-3 GB,
 would live on as an orphan; so the server watches its parent and exits with it. It also decodes greedy,
 grammar-constrained requests with :mod:`samner_dspy.serving.embedded_sampling` (the same tokens, about twice as fast),
-and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.serving.embedded_prefixes`).
+and with ``--samner_prefix_dir DIR`` keeps evaluated prompts on disk (:mod:`samner_dspy.serving.embedded_prefixes`);
+with ``--samner_whole_prompts`` it instead evaluates every prompt whole, so no answer depends on the request before.
 A LoRA llama.cpp refuses stops it (llama-cpp-python would serve the base model). It also takes OpenAI's
 ``json_schema`` response format, which llama-cpp-python's server refuses, as the
 ``json_object`` with a ``schema`` that it understands: the program then asks it as it asks vLLM, through
 dspy's own OpenAI-compatible client, without importing LiteLLM (about 4 s of a first annotation on 2 cores).
 
-    python -m samner_dspy.serving.embedded_child [--samner_prefix_dir DIR] --model model.gguf ...  # + its options
+    python -m samner_dspy.serving.embedded_child [--samner_prefix_dir DIR | --samner_whole_prompts] --model M.gguf ...
 """
 
 from __future__ import annotations
@@ -101,6 +102,25 @@ def refuse_failed_lora() -> None:
     llama_cpp.llama_adapter_lora_init = checked
 
 
+def evaluate_whole_prompts() -> None:
+    """Make every request evaluate its whole prompt. llama-cpp-python evaluates only what differs from the last
+    prompt, and evaluating a prompt's rest in a batch of its own moves the logits in their last bits, so a greedy
+    answer could depend on which request came before (2 runs of the same requests in another order differed on a
+    few sentences in 100). Whole, the same prompt gives the same answer in any order, at the cost of its time."""
+    import llama_cpp
+
+    original = llama_cpp.Llama.generate
+    if getattr(original, "_samner_whole", False):
+        return
+
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.n_tokens = 0  # nothing kept: llama-cpp-python resets and evaluates every token of the prompt
+        return original(self, *args, **kwargs)
+
+    generate._samner_whole = True  # type: ignore[attr-defined]
+    llama_cpp.Llama.generate = generate
+
+
 def main() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     from samner_dspy.serving.embedded_sampling import install
@@ -112,6 +132,9 @@ def main() -> None:
 
         embedded_prefixes.install(embedded_prefixes.PrefixStore(args[1]))
         args = args[2:]
+    elif args[:1] == ["--samner_whole_prompts"]:
+        evaluate_whole_prompts()
+        args = args[1:]
     _install_json_schema_format()
     if "--lora_path" in args:
         refuse_failed_lora()

@@ -59,7 +59,9 @@ def main() -> None:
     started = time.perf_counter()
     print(f"start: peak RSS {rss_mb():.0f} MB")
     entities = 0
-    for count, item in enumerate(program.batch(corpus(args.sentences), ["person", "city"], args.concurrency), 1):
+    for count, item in enumerate(
+        program.annotate_batch(corpus(args.sentences), ["person", "city"], args.concurrency), 1
+    ):
         assert item.ok, item.error
         entities += len(item.prediction.entities)
         if count in checkpoints:

@@ -27,7 +27,7 @@ ROUND_TRIPS = 3
 def measure(program: SAMNER, texts: list[str], schema: Schema, concurrency: int) -> tuple[float, int, float]:
     """Seconds for the batch, failures, and mean requests per sentence."""
     started = time.perf_counter()
-    items = list(program.batch(texts, schema, concurrency=concurrency))
+    items = list(program.annotate_batch(texts, schema, concurrency=concurrency))
     seconds = time.perf_counter() - started
     failures = sum(not item.ok for item in items)
     requests = sum(item.prediction.trace.requests for item in items if item.ok) / max(len(items) - failures, 1)

@@ -118,7 +118,7 @@ def measure(program: SAMNER, counters: Counters, texts: list[str], schema: Schem
     before = counters.cache()
     started = time.perf_counter()
     with PeakMemory(counters.pids()) as memory:
-        items = list(program.batch(texts, schema, concurrency=concurrency))
+        items = list(program.annotate_batch(texts, schema, concurrency=concurrency))
     seconds = time.perf_counter() - started
     stages = [s for item in items if item.prediction for s in item.prediction.trace.to_dict()["stages"]]
     completion = sum(s.get("completion_tokens") or 0 for s in stages)

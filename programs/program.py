@@ -172,7 +172,7 @@ class ConfiguredProgram(dspy.Module):
             result.entities = apply_threshold(result.entities, threshold, result.trace)
         return result
 
-    def batch(
+    def annotate_batch(
         self,
         texts: Iterable[str],
         schema: SchemaLike,
@@ -180,7 +180,8 @@ class ConfiguredProgram(dspy.Module):
         skip: Callable[[int], bool] | None = None,
         **options: Any,
     ) -> Iterator[BatchItem]:
-        """Annotate many texts with bounded concurrency; results stream back in input order.
+        """Annotate many texts with one schema and bounded concurrency; results stream back in input order.
+        (``dspy.Module.batch``, over ``dspy.Example`` inputs, keeps its own meaning.)
 
         A failing input yields a :class:`BatchItem` with its ``exception`` and the batch goes on; ``skip``
         leaves out indices (already done in an earlier, interrupted run); ``options`` are the per-call ones
@@ -217,7 +218,7 @@ class ConfiguredProgram(dspy.Module):
         if isinstance(text, str):
             return [entity.to_dict() for entity in self(text, labels, threshold=threshold, **options).entities]
         results = []
-        for item in self.batch(text, labels, threshold=threshold, **options):
+        for item in self.annotate_batch(text, labels, threshold=threshold, **options):
             if item.exception is not None:
                 raise item.exception
             results.append([entity.to_dict() for entity in item.prediction.entities])

@@ -171,7 +171,7 @@ def annotate(args: argparse.Namespace) -> int:
         RecordWriter(errors_path) as errors,
     ):
         task = progress.add_task("annotate", total=None, rate=0.0)
-        for item in program.batch(_texts(args), schema, args.concurrency, done.__contains__):
+        for item in program.annotate_batch(_texts(args), schema, args.concurrency, done.__contains__):
             if not item.ok:
                 failures += 1
                 console.print(f"input {item.index} failed: {item.error}", style="red", markup=False)

@@ -118,7 +118,9 @@ def test_a_server_that_dies_mid_batch_and_comes_back_loses_no_input(tmp_path):
     try:
         config = tmp_path / "samner.toml"
         config.write_text(f'[defaults]\napi_base = "{api_base}"\nnum_retries = 1\ntimeout_s = 5\n', encoding="utf-8")
-        expected = [item.prediction.entities for item in SAMNER(str(config)).batch(texts, ["person", "city"], 4)]
+        expected = [
+            item.prediction.entities for item in SAMNER(str(config)).annotate_batch(texts, ["person", "city"], 4)
+        ]
 
         run = subprocess.Popen(annotate_command(inputs, config, output, 2), stderr=subprocess.PIPE, text=True)
         # A short outage: requests in flight fail, and their one retry (after a second) finds the server back.

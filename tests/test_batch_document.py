@@ -74,13 +74,17 @@ def test_program_batch_annotates_each_text_and_isolates_bad_ones():
         }
     )
     program = DirectNER(lms={"calibrator": calibrator})
-    items = list(program.batch(texts, ["person"], concurrency=2))
+    items = list(program.annotate_batch(texts, ["person"], concurrency=2))
     assert [[e.text for e in item.prediction.entities] if item.ok else None for item in items] == [
         ["Ada Lovelace"],
         None,
         ["Alan Turing"],
     ]
     assert "empty or only whitespace" in items[1].error
+    # dspy.Module.batch keeps its meaning: dspy.Example inputs, predictions in order
+    examples = [dspy.Example(text=t, schema=["person"]).with_inputs("text", "schema") for t in texts[::2]]
+    results = program.batch(examples, num_threads=2)
+    assert [[e.text for e in result.entities] for result in results] == [["Ada Lovelace"], ["Alan Turing"]]
 
 
 @settings(max_examples=60, deadline=None)

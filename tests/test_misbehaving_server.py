@@ -75,7 +75,7 @@ def outcomes():
             {"defaults": {"api_base": api_base, "timeout_s": TIMEOUT_S, "num_retries": 1}}
         )
         started = time.perf_counter()
-        items = list(SAMNER(config).batch([text(case) for case in range(len(KINDS))], ["person", "city"], 4))
+        items = list(SAMNER(config).annotate_batch([text(case) for case in range(len(KINDS))], ["person", "city"], 4))
         elapsed = time.perf_counter() - started
     figures.count(inputs=len(KINDS), faults=script.injected, lost=len(KINDS) - len(items))
     return items, api_base, elapsed

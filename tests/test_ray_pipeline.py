@@ -37,7 +37,7 @@ def embedded_config(api_base: str) -> dict:
 
 
 def local_records(program: SAMNER, texts: list[str], **batch_options) -> dict[int, list[dict]]:
-    items = program.batch(texts, SCHEMA, concurrency=2, **batch_options)
+    items = program.annotate_batch(texts, SCHEMA, concurrency=2, **batch_options)
     return {item.index: [e.to_dict() for e in item.prediction.entities] for item in items if item.ok}
 
 
@@ -142,7 +142,7 @@ def test_ray_pipeline_on_the_embedded_model_equals_local_batches(ray_session, wh
     ]
     schema = ["person", "city", "band", "album"]
     config = embedded_config(whole_prompt_server.api_base)
-    items = list(SAMNER(config).batch(texts, schema, concurrency=2))
+    items = list(SAMNER(config).annotate_batch(texts, schema, concurrency=2))
     assert all(item.ok for item in items), [item.error for item in items]
     local = {item.index: [e.to_dict() for e in item.prediction.entities] for item in items}
     inputs = write_jsonl(tmp_path / "in.jsonl", texts)

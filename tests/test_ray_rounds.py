@@ -109,7 +109,7 @@ def test_on_ray_the_http_processor_matches_local_batches_and_resumes(ray_session
         run = annotate_corpus(str(inputs), str(output), SCHEMA, config, llm=HttpEndpoint(api_base), **options)
         in_rounds = succeeding(Recorder.requests)
         Recorder.requests.clear()
-        items = list(SAMNER(config, calibration="entity").batch(texts, SCHEMA, max_chars=90, overlap=20))
+        items = list(SAMNER(config, calibration="entity").annotate_batch(texts, SCHEMA, max_chars=90, overlap=20))
         assert in_rounds == succeeding(Recorder.requests)  # as many requests as local batches send
         records = {r["index"]: r for r in read_output(str(output))}
         errors = {r["index"]: r["error"] for r in read_output(str(output), errors=True)}
@@ -253,7 +253,7 @@ def test_rounds_on_the_embedded_model_equal_local_batches(ray_session, whole_pro
     texts = ["Ada Lovelace worked with Charles Babbage in London.", "Zoë Müller moved from München to Berlin."]
     schema = ["person", "city"]
     config = embedded_config(whole_prompt_server.api_base)
-    items = list(SAMNER(config).batch(texts, schema, concurrency=1))
+    items = list(SAMNER(config).annotate_batch(texts, schema, concurrency=1))
     assert all(item.ok for item in items), [item.error for item in items]
     local = {item.index: [e.to_dict() for e in item.prediction.entities] for item in items}
     llm = HttpEndpoint(whole_prompt_server.api_base, dialect="llama_cpp")

@@ -46,7 +46,7 @@ def test_the_api_key_never_leaves_the_request(tmp_path, monkeypatch, caplog):
             f'[defaults]\napi_base = "{api_base}"\napi_key_env = "{KEY_ENV}"\nnum_retries = 0\n', encoding="utf-8"
         )
         program = SAMNER(str(config))
-        items = list(program.batch(texts, ["person"], 2))
+        items = list(program.annotate_batch(texts, ["person"], 2))
         seen = [program.dump_state(), repr(program), repr(program.config), caplog.text]
         seen += [item.prediction.trace.to_json() if item.ok else item.error for item in items]
         (tmp_path / "saved").mkdir()

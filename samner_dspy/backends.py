@@ -14,6 +14,7 @@ import dspy
 import httpx
 
 from samner_dspy.config import STAGES, CachePolicy, Endpoint, SamnerConfig, StructuredOutput
+from samner_dspy.constraints import response_format
 from samner_dspy.errors import EndpointRequestError, EndpointUnreachableError
 
 if TYPE_CHECKING:
@@ -48,12 +49,7 @@ class StageBackend:
         extra: dict[str, Any] = {"logprobs": True} if self.logprobs else {}
         if json_schema is None or self.structured_output == "none":
             return extra
-        if self.structured_output == "llama_cpp":
-            return {"response_format": {"type": "json_object", "schema": json_schema}, **extra}
-        return {
-            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}},
-            **extra,
-        }
+        return {"response_format": response_format(json_schema, name, self.structured_output), **extra}
 
     def unreachable(self, reason: object, lm: dspy.BaseLM | None = None) -> EndpointUnreachableError:
         """``lm``: the LM that was asked (an embedded stage's signatures have servers of their own)."""

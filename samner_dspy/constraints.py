@@ -7,6 +7,14 @@ from typing import Any
 JsonSchema = dict[str, Any]
 
 
+def response_format(json_schema: JsonSchema, name: str, dialect: str) -> dict[str, Any]:
+    """A chat request's ``response_format`` constraining the reply to ``json_schema``: OpenAI's (and vLLM's)
+    ``json_schema`` type, or with ``dialect="llama_cpp"`` llama-cpp-python's ``json_object`` with a ``schema``."""
+    if dialect == "llama_cpp":
+        return {"type": "json_object", "schema": json_schema}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}
+
+
 def closed_object(properties: dict[str, JsonSchema]) -> JsonSchema:
     """An object with exactly these properties, all required, nothing else."""
     return {

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import ray.data
 
 from samner_dspy.config import DEFAULT_BASE_MODEL, STAGES, SamnerConfig
+from samner_dspy.constraints import response_format
 from samner_dspy.errors import SamnerError
 from samner_dspy.scale.requests import StageRequest, served_name
 from samner_dspy.serving.vllm_server import CPU_KV_CACHE_GIB, cpu_engine_settings, vllm_build
@@ -256,13 +257,7 @@ class HttpEndpoint:
             body["max_tokens"] = request.max_tokens
         schema = request.schema()
         if schema is not None:
-            if self.dialect == "llama_cpp":
-                body["response_format"] = {"type": "json_object", "schema": schema}
-            else:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": request.schema_name or request.stage, "schema": schema},
-                }
+            body["response_format"] = response_format(schema, request.schema_name or request.stage, self.dialect)
         return body
 
     def http_row(self, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""JSON Lines: the one line reader, the results' record shape, their reader and the one appending writer.
+"""JSON Lines: the one line reader, the results' reader and the one appending writer.
 
-``samner annotate -o``, the Ray engines and ``samner eval`` write these records; ``samner view``, ``samner
+A result's record is :meth:`samner_dspy.types.Document.to_dict` (``samner eval`` adds the sentence's tokens and
+gold). ``samner annotate -o``, the Ray engines and ``samner eval`` write these records; ``samner view``, ``samner
 export`` and the evaluation report read them. A run killed mid-write leaves at most a torn last line: the
 reader skips it and the writer cuts it off before appending, so a rerun redoes exactly that input.
 """

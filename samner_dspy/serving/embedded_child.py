@@ -105,8 +105,8 @@ def refuse_failed_lora() -> None:
 def evaluate_whole_prompts() -> None:
     """Make every request evaluate its whole prompt. llama-cpp-python evaluates only what differs from the last
     prompt, and evaluating a prompt's rest in a batch of its own moves the logits in their last bits, so a greedy
-    answer could depend on which request came before (2 runs of the same requests in another order differed on a
-    few sentences in 100). Whole, the same prompt gives the same answer in any order, at the cost of its time."""
+    answer could depend on which request came before (a Ray run and a local batch, the same requests in another
+    order, once disagreed in CI). Whole, the same prompt gives the same answer in any order, at the cost of its time."""
     import llama_cpp
 
     original = llama_cpp.Llama.generate

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import dspy
 
 from samner_dspy.archetypes import FALLBACK_ARCHETYPE, archetype_definitions, match_archetype
-from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key
 from samner_dspy.programs.base import LMStage, answer_for
 from samner_dspy.signatures import ClassifyArchetype
@@ -62,11 +61,7 @@ class TaggedSpanClassifier(LMStage):
         )
         raw = reply.get("archetypes")
         answers = {k: v for k, v in raw.items() if isinstance(k, str)} if isinstance(raw, dict) else {}
-        chosen = answer_probabilities(reply.logprobs, answers) if reply.logprobs and answers else {}
-        probabilities = {
-            entity: p for entity in entities if (p := answer_for(chosen, entity, surfaces[entity])) is not None
-        }
-        return TaggedAnswers(entities, surfaces, answers, probabilities, record)
+        return TaggedAnswers(entities, surfaces, answers, reply.key_probabilities(answers, entities, surfaces), record)
 
 
 class ArchetypeClassifier(TaggedSpanClassifier):

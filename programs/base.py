@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -12,6 +13,7 @@ from dspy.utils.exceptions import AdapterParseError, LMError
 
 from samner_dspy.adapters import SamnerAdapter, noting_lenient_reads
 from samner_dspy.backends import StageBackend
+from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import JsonSchema, reply_tokens
 from samner_dspy.grounding import mention_key
 from samner_dspy.tracing import StageRecord
@@ -72,6 +74,17 @@ class Reply:
 
     def get(self, name: str) -> Any:
         return None if self.fields is None else self.fields.get(name)
+
+    def key_probabilities(
+        self, answers: object, keys: Iterable[str], surfaces: Mapping[str, str] | None = None
+    ) -> dict[str, float]:
+        """The probability of each key's answer in a reply that answers per key (``answers``, its mapping), where
+        the backend gave log-probabilities; ``surfaces`` as for :func:`answer_for`. A key without one is left out."""
+        if not self.logprobs or not isinstance(answers, dict):
+            return {}
+        raw = answer_probabilities(self.logprobs, {k: v for k, v in answers.items() if isinstance(k, str)})
+        found = {key: answer_for(raw, key, (surfaces or {}).get(key)) for key in keys}
+        return {key: p for key, p in found.items() if p is not None}
 
 
 class LMStage(dspy.Module):

@@ -9,24 +9,13 @@ from samner_dspy.confidence import answer_probabilities
 from samner_dspy.constraints import choice_per_key, one_of
 from samner_dspy.modes import CALIBRATION_REQUESTS, CalibrationRequests, check_mode
 from samner_dspy.programs.archetype import TaggedSpanClassifier
-from samner_dspy.programs.base import LMStage, Reply, answer_for
+from samner_dspy.programs.base import LMStage
 from samner_dspy.programs.labels import label_definitions, resolve_label, resolve_labels
 from samner_dspy.schema import Schema
 from samner_dspy.signatures import CalibrateEntity, CalibrateType, TypeEntities
 from samner_dspy.tagging import name_occurrences
 from samner_dspy.tracing import StageRecord
 from samner_dspy.types import Span
-
-
-def entity_probabilities(
-    reply: Reply, answers: object, labels: dict[str, str], surfaces: dict[str, str] | None = None
-) -> dict[str, float]:
-    """The probability of each labelled entity's answer in a one-request-per-sentence reply."""
-    if not reply.logprobs or not isinstance(answers, dict):
-        return {}
-    raw = answer_probabilities(reply.logprobs, {k: v for k, v in answers.items() if isinstance(k, str)})
-    found = {entity: answer_for(raw, entity, (surfaces or {}).get(entity)) for entity in labels}
-    return {entity: p for entity, p in found.items() if p is not None}
 
 
 def shown_text(text: str, spans: list[Span] | None, keys: list[str]) -> tuple[str, dict[str, str] | None]:
@@ -70,7 +59,7 @@ class LabelTyper(LMStage):
         reply = self.call_lm(predictor, record, constraint, label_definitions=definitions, text=shown, **inputs)
         answers = reply.get("labels")
         labels = resolve_labels(schema, keys, answers, record, surfaces)
-        return labels, entity_probabilities(reply, answers, labels, surfaces)
+        return labels, reply.key_probabilities(answers, labels, surfaces)
 
 
 class TypeCalibrator(LabelTyper):

@@ -396,7 +396,7 @@ def export_adapter(config: TrainConfig) -> Any:
             steps, tokens = state.global_step - first_step, (state.num_input_tokens_seen or 0) - first_tokens
             return {
                 "steps": steps,
-                "seconds": round(seconds, 1),
+                "seconds": round(seconds, 3),  # a tiny run takes well under a second: its rate must be checkable
                 "seconds_per_step": round(seconds / steps, 1) if steps else None,
                 "tokens": tokens,
                 "tokens_per_second": round(tokens / seconds, 1) if seconds and tokens else None,

@@ -250,3 +250,97 @@ def test_samner_train_has_an_option_for_every_training_setting():
     missing = [f.name for f in fields(TrainConfig) if not hasattr(args, f.name)]
     assert missing == ["resume"], "only resume is spelt otherwise (--no-resume)"
     assert hasattr(args, "no_resume")
+
+
+def test_an_unfinished_run_continues_from_its_export_at_its_step_schedule_and_data_position(
+    tiny, tmp_path, monkeypatch
+):
+    """A machine lost at step 2 of 4: a new machine with only the export finishes the same run, not a new one."""
+    import torch
+
+    from samner_dspy.training import finetune
+
+    data, base = tiny
+    options = dict(learning_rate=1e-2, grad_accum=1, save_steps=2, logging_steps=1, bf16=False, warmup_ratio=0.0)
+
+    def run(output: str, **changes: object) -> finetune.TrainResult:
+        settings = {**options, "export_dir": str(tmp_path / "export"), "init_adapter": str(tmp_path / "export")}
+        settings.update(changes)
+        return finetune.train(
+            TrainConfig(
+                "archetype", str(data), str(base), str(tmp_path / output), max_steps=4, cutoff_len=4096, **settings
+            )
+        )
+
+    def history(output: str) -> dict[int, dict]:
+        state = json.loads((tmp_path / output / "checkpoint-4" / "trainer_state.json").read_text())
+        return {entry["step"]: entry for entry in state["log_history"] if "loss" in entry}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = run("whole", export_dir=None, init_adapter=None)
+        assert whole.global_step == 4
+        exporting = finetune.export_adapter
+
+        def lost_after_first_save(config, digest):  # the machine is lost right after step 2's checkpoint
+            callback = exporting(config, digest)
+            save = callback.on_save
+
+            def on_save(args, state, control, **kwargs):
+                save(args, state, control, **kwargs)
+                control.should_training_stop = True
+
+            callback.on_save = on_save
+            return callback
+
+        monkeypatch.setattr(finetune, "export_adapter", lost_after_first_save)
+        assert run("lost", init_adapter=None).global_step == 2
+        monkeypatch.undo()
+        progress = json.loads((tmp_path / "export" / "samner_training_progress.json").read_text())
+        assert progress["global_step"] == 2 and progress["data_sha256"] == finetune.data_digest(data)
+
+        continued = run("new-machine")
+    finally:
+        torch.set_num_threads(threads)
+    assert continued.resumed_from.endswith("checkpoint-2") and continued.global_step == 4
+    assert [step for step, _ in continued.losses] == [1, 2, 3, 4], "the export's losses are kept"
+    ours, theirs = history("new-machine"), history("whole")
+    # Step 3 starts from step 2's weights: the same batch and the same learning rate give the same loss.
+    assert ours[3]["loss"] == pytest.approx(theirs[3]["loss"], rel=1e-4)
+    assert ours[3]["learning_rate"] == pytest.approx(theirs[3]["learning_rate"])
+    assert theirs[3]["learning_rate"] < theirs[1]["learning_rate"], "a restarted schedule would be told apart"
+
+
+def test_an_export_of_other_settings_or_data_only_warm_starts_a_new_run(tiny, tmp_path):
+    import torch
+
+    from samner_dspy.training.finetune import train
+
+    data, base = tiny
+    export = tmp_path / "export"
+    options = dict(grad_accum=1, save_steps=2, logging_steps=1, bf16=False, cutoff_len=4096, max_steps=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = TrainConfig("archetype", str(data), str(base), str(tmp_path / "a"), export_dir=str(export), **options)
+        train(TrainConfig(**{**first.__dict__, "max_steps": 2}))  # finished: 2 of 2
+        unfinished = json.loads((export / "samner_training_progress.json").read_text())
+        unfinished["max_steps"] = 4  # as if stopped halfway through a 4-step run
+        other_data = tmp_path / "other.jsonl"
+        other_data.write_text(Path(data).read_text() + Path(data).read_text().splitlines(True)[0])
+        for name, changes in {"b": {"learning_rate": 5e-3}, "c": {"data": str(other_data)}}.items():
+            (export / "samner_training_progress.json").write_text(json.dumps(unfinished))
+            config = TrainConfig(
+                **{
+                    **first.__dict__,
+                    "output_dir": str(tmp_path / name),
+                    "init_adapter": str(export),
+                    "export_dir": None,
+                    **changes,
+                }
+            )
+            result = train(config)
+            assert result.resumed_from is None and result.global_step == 4, name
+    finally:
+        torch.set_num_threads(threads)

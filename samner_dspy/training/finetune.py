@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 from samner_dspy.errors import SamnerError
 from samner_dspy.serving.hardware import fast_dtype
+from samner_dspy.training.continuation import PROGRESS_FILE, continuable, data_digest, run_settings, write_checkpoint
 
 Stage = Literal["explorer", "anchor", "archetype"]
 PAPER_LEARNING_RATES: dict[str, float] = {"explorer": 2e-5, "anchor": 2e-5, "archetype": 3e-5}
 """The paper trains no anchor (it serves IEPile's published LoRA): an anchor trained here takes the explorer's."""
 SUMMARY_FILE = "samner_training.json"
-PROGRESS_FILE = "samner_training_progress.json"
 IGNORE_INDEX = -100
 
 
@@ -67,8 +67,9 @@ class TrainConfig:
     """At every checkpoint the adapter (and the losses so far) is also saved here: a small folder to commit, so a
     run on a machine that is lost can start again from what it had learnt (see ``init_adapter``)."""
     init_adapter: str | None = None
-    """Start from this adapter's weights instead of fresh ones, when ``output_dir`` holds no checkpoint to resume
-    (the step count and the learning-rate schedule start again)."""
+    """Start from this adapter's weights instead of fresh ones, when ``output_dir`` holds no checkpoint to resume.
+    When its progress file shows an unfinished run of the same settings on the same data, that run continues at
+    its step (:mod:`samner_dspy.training.continuation`); otherwise a new run starts from the weights."""
     """LoRA on the last N transformer layers only (None: every layer). Backpropagation then stops below them, so a
     step costs less: the forward pass is unchanged, the backward pass shrinks with N."""
 
@@ -285,15 +286,19 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.base_model)
     dataset, skipped = tokenized_dataset(config, tokenizer)
+    digest = data_digest(config.data)
     resume_from = last_checkpoint(config.output_dir) if config.resume else None
-    model = load_lora_model(config, warm_start=resume_from is None)
+    continued = continuable(config, digest) if config.resume and resume_from is None else None
+    model = load_lora_model(config, warm_start=resume_from is None and continued is None)
     trainer = answer_only_trainer(Trainer)(
         model=model,
         args=_training_arguments(config),
         train_dataset=dataset,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[export_adapter(config)] if config.export_dir else None,
+        callbacks=[export_adapter(config, digest)] if config.export_dir else None,
     )
+    if continued is not None:
+        resume_from = write_checkpoint(trainer, config, continued)
     trainer.train(resume_from_checkpoint=resume_from)
     model.save_pretrained(config.output_dir)
     losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
@@ -306,10 +311,7 @@ def train(config: TrainConfig) -> TrainResult:
         losses=losses,
         seconds=time.perf_counter() - started,
     )
-    summary = {
-        "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
-        "result": asdict(result),
-    }
+    summary = {"config": run_settings(config), "data_sha256": digest, "result": asdict(result)}
     (Path(config.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -356,8 +358,9 @@ def answer_only_trainer(trainer: type) -> type:
     return AnswerOnlyTrainer
 
 
-def export_adapter(config: TrainConfig) -> Any:
-    """A Trainer callback: at every checkpoint, the adapter and the losses so far go to ``config.export_dir``."""
+def export_adapter(config: TrainConfig, digest: str) -> Any:
+    """A Trainer callback: at every checkpoint, the adapter and the losses so far go to ``config.export_dir``, with
+    what a continuation on another machine checks (the settings and the data file's ``digest``)."""
     from transformers import TrainerCallback
 
     class ExportAdapter(TrainerCallback):
@@ -380,7 +383,8 @@ def export_adapter(config: TrainConfig) -> Any:
             else:
                 card.write_text(kept, encoding="utf-8")
             progress = {
-                "config": {**asdict(config), "learning_rate": config.lr, "bf16": config.uses_bf16},
+                "config": run_settings(config),
+                "data_sha256": digest,
                 "global_step": state.global_step,
                 "max_steps": state.max_steps,
                 "losses": [(int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e],

@@ -6,20 +6,22 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
-from samner_dspy.errors import EndpointRequestError
+from samner_dspy.config import SamnerConfig, resolve_config
+from samner_dspy.errors import EndpointRequestError, SamnerError
 from samner_dspy.formats.labelled import Sentence
 from samner_dspy.formats.records import RecordWriter, read_records
 from samner_dspy.formats.records import done_keys as _done
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
+from samner_dspy.serving.embedded import model_spec
 from samner_dspy.types import Document
 
 logger = logging.getLogger(__name__)
@@ -33,12 +35,36 @@ class Configuration:
     options: Mapping[str, Any] = field(default_factory=dict)
     """:class:`SAMNER`'s options, or :class:`DirectNER`'s when ``direct``."""
     direct: bool = False
+    adapters: Mapping[str, str] = field(default_factory=dict)
+    """Stage -> a trained LoRA folder under ``adapters/<embedded model>/``, applied to that stage on the embedded
+    model: a trained row and its untrained twin run side by side in one report."""
 
     def build(self, config: ConfigLike) -> ConfiguredProgram:
+        config = with_adapters(resolve_config(config), self.adapters) if self.adapters else config
         return DirectNER(config, **self.options) if self.direct else SAMNER(config, **self.options)
 
 
+TRAINED_ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+"""The committed adapters, ``<embedded model>/<stage>/`` (see their model cards)."""
+
+
+def with_adapters(config: SamnerConfig, adapters: Mapping[str, str]) -> SamnerConfig:
+    """``config`` with each named stage on its trained adapter, found for the stage's embedded model."""
+    stages = {}
+    for stage, name in adapters.items():
+        endpoint = getattr(config, stage)
+        folder = TRAINED_ADAPTERS / model_spec(endpoint.embedded_model(config.embedded_model)).name / name
+        if not endpoint.is_embedded or not (folder / "adapter_config.json").is_file():
+            raise SamnerError(
+                f"the trained {stage} adapter is for the embedded model and needs {folder} (see adapters/); "
+                f"the {stage} stage runs {endpoint.model}"
+            )
+        stages[stage] = replace(endpoint, adapter=str(folder))
+    return replace(config, **stages)
+
+
 _SMALL = {"preset": "small"}
+_ANCHOR = {"anchor": "anchor"}
 CONFIGURATIONS: dict[str, Configuration] = {
     # The paper's rows: SAM-NER and its four ablations (tables 2 and 3).
     "samner": Configuration("SAM-NER, paper's preset", {"preset": "paper"}),
@@ -68,6 +94,11 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "small-matched-all": Configuration(
         "small, every label matched", {**_SMALL, "calibration": "matched", "trust_anchor_types": False}
     ),
+    # The trained stages (issue 24), each row beside its untrained twin above.
+    "anchor-only-trained": Configuration(
+        "Anchor alone, trained anchor", {**_SMALL, "use_explorer": False, "calibration": "anchor"}, adapters=_ANCHOR
+    ),
+    "small-trained-anchor": Configuration("small, trained anchor", _SMALL, adapters=_ANCHOR),
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""

@@ -108,3 +108,25 @@ def test_dev_is_read_for_decisions_and_the_heading_says_what_each_sample_is_for(
     assert "60 after the first 30" in report and "report sample: test sentences 30 onwards" in report
     assert "in-sample: the first 30" in Data("music", start=20, limit=10).heading("zero-shot")
     assert "in-sample" in Data("music").heading("zero-shot")
+
+
+def test_a_trained_row_runs_its_untrained_twin_with_the_committed_adapter(tmp_path, monkeypatch):
+    import pytest
+
+    from samner_dspy.config import SamnerConfig
+    from samner_dspy.errors import SamnerError
+    from samner_dspy.evals import runner
+
+    folder = tmp_path / "qwen2.5-coder-0.5b" / "anchor"
+    monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
+    with pytest.raises(SamnerError, match="trained anchor adapter .* needs .*qwen2.5-coder-0.5b/anchor"):
+        runner.build_program("anchor-only-trained", SamnerConfig.embedded())
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    trained = runner.build_program("anchor-only-trained", SamnerConfig.embedded())
+    twin = runner.build_program("anchor-only", SamnerConfig.embedded())
+    assert trained.config.anchor.adapter == str(folder) and twin.config.anchor.adapter is None
+    assert trained.config.explorer == twin.config.explorer, "only the named stage changes"
+    assert runner.CONFIGURATIONS["anchor-only-trained"].options == runner.CONFIGURATIONS["anchor-only"].options
+    with pytest.raises(SamnerError, match="for the embedded model"):
+        runner.build_program("anchor-only-trained", SamnerConfig())  # every stage on a vLLM server

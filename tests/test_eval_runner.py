@@ -119,7 +119,7 @@ def test_a_trained_row_runs_its_untrained_twin_with_the_committed_adapter(tmp_pa
 
     folder = tmp_path / "qwen2.5-coder-0.5b" / "anchor"
     monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
-    with pytest.raises(SamnerError, match="trained anchor adapter .* needs .*qwen2.5-coder-0.5b/anchor"):
+    with pytest.raises(SamnerError, match=r"trained anchor adapter .* needs .*qwen2\.5-coder-0\.5b/anchor"):
         runner.build_program("anchor-only-trained", SamnerConfig.embedded())
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")

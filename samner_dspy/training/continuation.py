@@ -6,7 +6,7 @@ train the first steps' examples again under a fresh warmup. When the export's pr
 (same settings, same data file) and unfinished, we write a checkpoint in the trainer's own layout from it, so the
 trainer resumes where the export stopped: the step count, the learning-rate schedule and the data position are
 restored. Adam's moment estimates are not exported (they would triple the committed size), so they start again
-from zero at the continued step; bias correction makes that a few steps of smaller updates, not a jump.
+from zero at the continued step: its first updates are sign-like and full-size, as at the start of any run.
 """
 
 from __future__ import annotations

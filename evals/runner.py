@@ -22,6 +22,7 @@ from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
 from samner_dspy.serving.embedded import model_spec
+from samner_dspy.serving.gguf_lora import CONFIG_FILE
 from samner_dspy.types import Document
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def with_adapters(config: SamnerConfig, adapters: Mapping[str, str]) -> SamnerCo
     for stage, name in adapters.items():
         endpoint = getattr(config, stage)
         folder = TRAINED_ADAPTERS / model_spec(endpoint.embedded_model(config.embedded_model)).name / name
-        if not endpoint.is_embedded or not (folder / "adapter_config.json").is_file():
+        if not endpoint.is_embedded or not (folder / CONFIG_FILE).is_file():
             raise SamnerError(
                 f"the trained {stage} adapter is for the embedded model and needs {folder} (see adapters/); "
                 f"the {stage} stage runs {endpoint.model}"

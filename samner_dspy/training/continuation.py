@@ -19,6 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from samner_dspy.serving.gguf_lora import CONFIG_FILE, WEIGHTS_FILE
+
 if TYPE_CHECKING:
     from samner_dspy.training.finetune import TrainConfig
 
@@ -73,7 +75,7 @@ def write_checkpoint(trainer: Any, config: TrainConfig, progress: dict[str, Any]
     step, max_steps = int(progress["global_step"]), int(progress["max_steps"])
     folder = Path(config.output_dir) / f"checkpoint-{step}"
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
         shutil.copy2(Path(config.init_adapter or "") / name, folder / name)
     trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
     with warnings.catch_warnings():  # stepping a schedule with no optimizer step is what we mean here

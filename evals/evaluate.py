@@ -163,9 +163,11 @@ def evaluate(
 
         spans = gold_spans(items) if str(discovery_from) == GOLD else recorded_spans(Path(discovery_from))
         for name, domain in programs:
-            if not CONFIGURATIONS[name].direct:
-                options = CONFIGURATIONS[name].options
-                programs[name, domain] = RecordedDiscovery(spans, str(discovery_from), resolved, **options)
+            row = CONFIGURATIONS[name]
+            if not row.direct:
+                programs[name, domain] = RecordedDiscovery(
+                    spans, str(discovery_from), row.resolve(resolved), **row.options
+                )
     if fewshot:
         from samner_dspy.evals.fewshot import bootstrap
 

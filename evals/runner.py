@@ -40,8 +40,12 @@ class Configuration:
     """Stage -> a trained LoRA folder under ``adapters/<embedded model>/``, applied to that stage on the embedded
     model: a trained row and its untrained twin run side by side in one report."""
 
+    def resolve(self, config: ConfigLike) -> ConfigLike:
+        """``config`` with this row's trained adapters on their stages."""
+        return with_adapters(resolve_config(config), self.adapters) if self.adapters else config
+
     def build(self, config: ConfigLike) -> ConfiguredProgram:
-        config = with_adapters(resolve_config(config), self.adapters) if self.adapters else config
+        config = self.resolve(config)
         return DirectNER(config, **self.options) if self.direct else SAMNER(config, **self.options)
 
 
@@ -65,7 +69,9 @@ def with_adapters(config: SamnerConfig, adapters: Mapping[str, str]) -> SamnerCo
 
 
 _SMALL = {"preset": "small"}
+_NO_EXPLORER = {**_SMALL, "use_explorer": False}
 _ANCHOR = {"anchor": "anchor"}
+_TRAINED_TYPING = {**_ANCHOR, "archetype": "archetype-mix"}
 CONFIGURATIONS: dict[str, Configuration] = {
     # The paper's rows: SAM-NER and its four ablations (tables 2 and 3).
     "samner": Configuration("SAM-NER, paper's preset", {"preset": "paper"}),
@@ -77,9 +83,7 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "direct": Configuration("Direct prompting", direct=True),
     "direct-short": Configuration("Direct, definitions without examples", {"prompt": "short"}, direct=True),
     "plain": Configuration("Plain prompt (label names only)", {"prompt": "plain"}, direct=True),
-    "anchor-only": Configuration(
-        "Anchor alone (IEPile format)", {**_SMALL, "use_explorer": False, "calibration": "anchor"}
-    ),
+    "anchor-only": Configuration("Anchor alone (IEPile format)", {**_NO_EXPLORER, "calibration": "anchor"}),
     # The per-entity modes, the small-model preset (SAMNER()'s default on the embedded model) and what each of
     # its stages adds: without the explorer, without the archetype stage, with the anchor's types only.
     "per-entity": Configuration(
@@ -97,9 +101,22 @@ CONFIGURATIONS: dict[str, Configuration] = {
     ),
     # The trained stages (issue 24), each row beside its untrained twin above.
     "anchor-only-trained": Configuration(
-        "Anchor alone, trained anchor", {**_SMALL, "use_explorer": False, "calibration": "anchor"}, adapters=_ANCHOR
+        "Anchor alone, trained anchor", {**_NO_EXPLORER, "calibration": "anchor"}, adapters=_ANCHOR
     ),
     "small-trained-anchor": Configuration("small, trained anchor", _SMALL, adapters=_ANCHOR),
+    # The trained anchor finds the spans; archetype-mix (trained to match mentions to a sentence's own types and
+    # their definitions) types what the anchor did not file under exactly one label, or every span ("-all").
+    "anchor-trained-matched": Configuration(
+        "Trained anchor, labels matched", {**_NO_EXPLORER, "calibration": "matched"}, adapters=_TRAINED_TYPING
+    ),
+    "anchor-trained-matched-all": Configuration(
+        "Trained anchor, every label matched",
+        {**_NO_EXPLORER, "calibration": "matched", "trust_anchor_types": False},
+        adapters=_TRAINED_TYPING,
+    ),
+    "small-trained": Configuration(
+        "small, trained anchor, labels matched", {**_SMALL, "calibration": "matched"}, adapters=_TRAINED_TYPING
+    ),
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""

@@ -184,3 +184,31 @@ def test_the_report_scores_each_discovery_stage_on_its_own_spans(tmp_path):
     assert counts["grounding"] == {"tp": 3, "fp": 1, "fn": 0}
     table = markdown(summary, "stages", "samner eval")
     assert "| SAM-NER, paper's preset: explorer alone | 33.3 / 33.3 | 33.3 / 33.3 |" in table
+
+
+def test_a_trained_row_types_recorded_spans_with_its_adapters(crossner_dir, tmp_path, monkeypatch):
+    """``--discovery-from`` replaces a row's discovery, not its trained stages: the typing is the row's own."""
+    from samner_dspy.config import SamnerConfig
+    from samner_dspy.evals import retype, runner
+    from samner_dspy.evals.evaluate import Data, evaluate
+
+    for name in ("anchor", "archetype-mix"):
+        (tmp_path / "qwen2.5-coder-0.5b" / name).mkdir(parents=True)
+        (tmp_path / "qwen2.5-coder-0.5b" / name / "adapter_config.json").write_text("{}")
+    monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def record(spans, source, config, **options):
+        built.append((config, options))
+        raise Built
+
+    monkeypatch.setattr(retype, "RecordedDiscovery", record)
+    data = Data("music", limit=1, crossner_dir=str(crossner_dir))
+    with pytest.raises(Built):
+        evaluate(["anchor-trained-matched"], data, tmp_path / "out", SamnerConfig.embedded(), discovery_from="gold")
+    ((config, options),) = built
+    assert config.archetype.adapter == str(tmp_path / "qwen2.5-coder-0.5b" / "archetype-mix")
+    assert options["calibration"] == "matched"

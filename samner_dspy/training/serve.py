@@ -22,6 +22,7 @@ from typing import Any
 
 from samner_dspy.config import DEFAULT_BASE_MODEL, SamnerConfig
 from samner_dspy.errors import SamnerError
+from samner_dspy.serving.gguf_lora import CONFIG_FILE, WEIGHTS_FILE
 from samner_dspy.serving.vllm_server import CPU_KV_CACHE_GIB, ENTRYPOINT, VllmServer, cpu_engine_settings, vllm_build
 
 ANCHOR_ADAPTER = "zjunlp/llama3-8b-iepile-lora"
@@ -29,7 +30,8 @@ ANCHOR_ADAPTER = "zjunlp/llama3-8b-iepile-lora"
 LORA_NAMES = ("anchor", "explorer", "archetype")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM accepts for ``--max-lora-rank``."""
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_FILES = (WEIGHTS_FILE, "adapter_model.bin")
+"""vLLM reads a PEFT adapter's weights from either; llama.cpp's conversion only from the first."""
 BASE_ADAPTER = "base"
 """In place of an adapter: the stage asks the base model itself, with no LoRA."""
 UNCHECKED_RANK = 64
@@ -92,7 +94,7 @@ def resolve_adapter(name: str, source: str, download: bool = False, hub_cache: s
             f"the {name} adapter {source} is not a local folder, and reading the hub cache needs huggingface_hub"
         ) from None
     try:
-        files = ["adapter_config.json", *WEIGHT_FILES]
+        files = [CONFIG_FILE, *WEIGHT_FILES]
         return Path(snapshot_download(source, allow_patterns=files, local_files_only=not download, cache_dir=hub_cache))
     except Exception as exc:
         if download:
@@ -117,11 +119,11 @@ def same_base_model(trained_on: str, base_model: str) -> bool:
 
 def inspect_adapter(name: str, source: str, path: Path) -> Adapter:
     """Read and check a PEFT adapter folder; the errors say what is wrong and what to do."""
-    config_path = path / "adapter_config.json"
+    config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise ServeError(
-            f"the {name} adapter at {path} has no adapter_config.json: it is not a PEFT adapter folder "
-            f"(train one with `samner train {name}`, or point at the folder that holds adapter_config.json)"
+            f"the {name} adapter at {path} has no {CONFIG_FILE}: it is not a PEFT adapter folder "
+            f"(train one with `samner train {name}`, or point at the folder that holds {CONFIG_FILE})"
         )
     if not any((path / weights).is_file() for weights in WEIGHT_FILES):
         raise ServeError(f"the {name} adapter at {path} has no weights ({' or '.join(WEIGHT_FILES)})")

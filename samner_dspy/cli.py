@@ -218,11 +218,19 @@ def evaluate(args: argparse.Namespace) -> int:
         fewshot=args.fewshot,
         fewshot_pool=args.fewshot_pool,
         bootstrap=Bootstrap(args.bootstrap_resamples, args.bootstrap_seed),
-        command="samner " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        command=command_line(),
         discovery_from=args.discovery_from,
         against=[name.strip() for name in args.against.split(",") if name.strip()],
     )
     return 0
+
+
+def command_line() -> str:
+    """This run's command as a shell would take it, the ``SAMNER_*`` settings it ran with in front."""
+    from samner_dspy.config import environment_settings
+
+    settings = [f"{name}={shlex.quote(value)}" for name, value in environment_settings().items()]
+    return " ".join([*settings, "samner", *(shlex.quote(arg) for arg in sys.argv[1:])])
 
 
 def noise(args: argparse.Namespace) -> int:

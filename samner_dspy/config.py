@@ -216,6 +216,15 @@ def _endpoint(where: str, current: Endpoint, values: Mapping[str, Any]) -> Endpo
     return _build(Endpoint, where, values, current)
 
 
+def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``SAMNER_*`` variables :func:`resolve_config` reads, as set: a report names them beside its command, or
+    a stage's adapter (or model) chosen by the environment would be invisible there."""
+    environ = os.environ if environ is None else environ
+    names = ["SAMNER_CONFIG", "SAMNER_EMBEDDED_MODEL", "SAMNER_API_BASE"]
+    names += [f"SAMNER_{stage.upper()}_{f.name.upper()}" for stage in STAGES for f in fields(Endpoint)]
+    return {name: environ[name] for name in names if name in environ}
+
+
 def resolve_config(config: SamnerConfig | str | Path | Mapping[str, Any] | None = None) -> SamnerConfig:
     """The configuration a program runs with.
 

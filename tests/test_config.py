@@ -226,3 +226,17 @@ def test_a_stage_can_run_on_another_embedded_model(monkeypatch, tmp_path):
     assert built["calibrator"].model == "embedded:qwen2.5-coder-1.5b" and built["anchor"].model == "openai/embedded"
     env = SamnerConfig.embedded().with_env({"SAMNER_CALIBRATOR_MODEL": "embedded:qwen2.5-coder-1.5b"})
     assert env.calibrator.embedded_model() == "qwen2.5-coder-1.5b" and env.archetype.model == "embedded"
+
+
+def test_the_settings_from_the_environment_are_named_in_an_evaluations_command(monkeypatch):
+    """An adapter set by SAMNER_ANCHOR_ADAPTER changes what a row runs: the report's command must say so."""
+    from samner_dspy.cli import command_line
+    from samner_dspy.config import environment_settings
+
+    environ = {"SAMNER_ANCHOR_ADAPTER": "work/my adapter", "SAMNER_CONFIG": "a.toml", "SAMNER_PER_DOMAIN": "9"}
+    assert environment_settings(environ) == {"SAMNER_CONFIG": "a.toml", "SAMNER_ANCHOR_ADAPTER": "work/my adapter"}
+    for name in environment_settings():
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SAMNER_ANCHOR_ADAPTER", "work/my adapter")
+    monkeypatch.setattr("sys.argv", ["samner", "eval", "--limit", "5"])
+    assert command_line() == "SAMNER_ANCHOR_ADAPTER='work/my adapter' samner eval --limit 5"

@@ -217,10 +217,17 @@ def _endpoint(where: str, current: Endpoint, values: Mapping[str, Any]) -> Endpo
 
 
 def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The ``SAMNER_*`` variables :func:`resolve_config` reads, as set: a report names them beside its command, or
-    a stage's adapter (or model) chosen by the environment would be invisible there."""
+    """The ``SAMNER_*`` variables that can change what a program answers, as set (those :func:`resolve_config` reads,
+    and the embedded engine's prefix store and threads): a report names them beside its command, or a stage's
+    adapter (or model) chosen by the environment would be invisible there."""
     environ = os.environ if environ is None else environ
-    names = ["SAMNER_CONFIG", "SAMNER_EMBEDDED_MODEL", "SAMNER_API_BASE"]
+    names = [
+        "SAMNER_CONFIG",
+        "SAMNER_EMBEDDED_MODEL",
+        "SAMNER_API_BASE",
+        "SAMNER_PREFIX_STORE",
+        "SAMNER_EMBEDDED_THREADS",
+    ]
     names += [f"SAMNER_{stage.upper()}_{f.name.upper()}" for stage in STAGES for f in fields(Endpoint)]
     return {name: environ[name] for name in names if name in environ}
 

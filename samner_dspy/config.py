@@ -176,12 +176,12 @@ class SamnerConfig:
             if shared_base:
                 overrides["api_base"] = shared_base
             for f in fields(Endpoint):
-                value = environ.get(f"SAMNER_{stage.upper()}_{f.name.upper()}")
+                value = environ.get(stage_variable(stage, f.name))
                 if value is not None:
                     overrides[f.name] = value
             if overrides:
                 config = replace(
-                    config, **{stage: _endpoint(f"SAMNER_{stage.upper()}_*", config.endpoint(stage), overrides)}
+                    config, **{stage: _endpoint(stage_variable(stage, "*"), config.endpoint(stage), overrides)}
                 )
         return config
 
@@ -216,6 +216,11 @@ def _endpoint(where: str, current: Endpoint, values: Mapping[str, Any]) -> Endpo
     return _build(Endpoint, where, values, current)
 
 
+def stage_variable(stage: str, field_name: str) -> str:
+    """The environment variable that overrides one field of a stage's endpoint: ``SAMNER_ANCHOR_ADAPTER``."""
+    return f"SAMNER_{stage.upper()}_{field_name.upper()}"
+
+
 def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``SAMNER_*`` variables that can change what a program answers, as set (those :func:`resolve_config` reads,
     and the embedded engine's prefix store and threads): a report names them beside its command, or a stage's
@@ -228,7 +233,7 @@ def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
         "SAMNER_PREFIX_STORE",
         "SAMNER_EMBEDDED_THREADS",
     ]
-    names += [f"SAMNER_{stage.upper()}_{f.name.upper()}" for stage in STAGES for f in fields(Endpoint)]
+    names += [stage_variable(stage, f.name) for stage in STAGES for f in fields(Endpoint)]
     return {name: environ[name] for name in names if name in environ}
 
 

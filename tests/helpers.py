@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dspy.utils import DummyLM
@@ -34,3 +35,15 @@ def stage_lms(
         "archetype": ScriptedLM(archetype or []),
         "calibrator": ScriptedLM(calibrator or []),
     }
+
+
+def trained_adapter_folders(root: Path, *names: str) -> Path:
+    """Stand-ins for committed adapters under ``root/<embedded model>/<name>/`` (their config file only), for the
+    evaluation rows that look them up; returns the model's folder."""
+    from samner_dspy.serving.gguf_lora import CONFIG_FILE
+
+    model = root / "qwen2.5-coder-0.5b"
+    for name in names:
+        (model / name).mkdir(parents=True)
+        (model / name / CONFIG_FILE).write_text("{}")
+    return model

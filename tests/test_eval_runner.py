@@ -135,14 +135,13 @@ def test_a_trained_row_runs_its_untrained_twin_with_the_committed_adapter(tmp_pa
 def test_the_trained_typing_rows_match_labels_with_archetype_mix_on_the_archetype_stage(tmp_path, monkeypatch):
     from samner_dspy.config import SamnerConfig
     from samner_dspy.evals import runner
+    from tests.helpers import trained_adapter_folders
 
     monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
-    for name in ("anchor", "archetype-mix"):
-        (tmp_path / "qwen2.5-coder-0.5b" / name).mkdir(parents=True)
-        (tmp_path / "qwen2.5-coder-0.5b" / name / "adapter_config.json").write_text("{}")
+    model = trained_adapter_folders(tmp_path, "anchor", "archetype-mix")
     program = runner.build_program("anchor-trained-matched-all", SamnerConfig.embedded())
-    assert program.config.archetype.adapter == str(tmp_path / "qwen2.5-coder-0.5b" / "archetype-mix")
-    assert program.config.anchor.adapter == str(tmp_path / "qwen2.5-coder-0.5b" / "anchor")
+    assert program.config.archetype.adapter == str(model / "archetype-mix")
+    assert program.config.anchor.adapter == str(model / "anchor")
     assert program.matcher.endpoint == "archetype", "the matcher asks the archetype stage's (adapted) model"
     assert (program.calibration, program.use_explorer, program.trust_anchor_types) == ("matched", False, False)
     assert runner.build_program("small-trained", SamnerConfig.embedded()).use_explorer

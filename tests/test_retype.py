@@ -10,7 +10,7 @@ from samner_dspy.evals.retype import RecordedDiscovery, RecordedSentence, record
 from samner_dspy.evals.runner import CURRENT_KEY, Item, read_results, run
 from samner_dspy.programs import SAMNER
 from samner_dspy.schema import Schema
-from tests.helpers import stage_lms
+from tests.helpers import stage_lms, trained_adapter_folders
 
 TEXT = "Bob Dylan recorded Blonde on Blonde in Nashville ."
 
@@ -192,9 +192,7 @@ def test_a_trained_row_types_recorded_spans_with_its_adapters(crossner_dir, tmp_
     from samner_dspy.evals import retype, runner
     from samner_dspy.evals.evaluate import Data, evaluate
 
-    for name in ("anchor", "archetype-mix"):
-        (tmp_path / "qwen2.5-coder-0.5b" / name).mkdir(parents=True)
-        (tmp_path / "qwen2.5-coder-0.5b" / name / "adapter_config.json").write_text("{}")
+    model = trained_adapter_folders(tmp_path, "anchor", "archetype-mix")
     monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
     built = []
 
@@ -210,5 +208,5 @@ def test_a_trained_row_types_recorded_spans_with_its_adapters(crossner_dir, tmp_
     with pytest.raises(Built):
         evaluate(["anchor-trained-matched"], data, tmp_path / "out", SamnerConfig.embedded(), discovery_from="gold")
     ((config, options),) = built
-    assert config.archetype.adapter == str(tmp_path / "qwen2.5-coder-0.5b" / "archetype-mix")
+    assert config.archetype.adapter == str(model / "archetype-mix")
     assert options["calibration"] == "matched"

@@ -117,6 +117,12 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "small-trained": Configuration(
         "small, trained anchor, labels matched", {**_SMALL, "calibration": "matched"}, adapters=_TRAINED_TYPING
     ),
+    # Every trained stage: small-trained with the explorer trained on Pile-NER too (its twin is small-trained).
+    "small-trained-explorer": Configuration(
+        "small, trained anchor and explorer, labels matched",
+        {**_SMALL, "calibration": "matched"},
+        adapters={**_TRAINED_TYPING, "explorer": "explorer"},
+    ),
 }
 ABLATIONS = ("samner", "no-anchor", "no-explorer", "no-ccr", "no-calibration")
 """``samner eval --ablations``: the full program and the paper's four ablations."""

@@ -3,6 +3,8 @@
 from collections import defaultdict
 from itertools import islice
 
+import pytest
+
 from samner_dspy.evals import report
 from samner_dspy.evals.crossner import read_bio
 from samner_dspy.evals.runner import Item, done_keys, read_results, run
@@ -134,6 +136,7 @@ def test_a_trained_row_runs_its_untrained_twin_with_the_committed_adapter(tmp_pa
 
 def test_the_trained_typing_rows_match_labels_with_archetype_mix_on_the_archetype_stage(tmp_path, monkeypatch):
     from samner_dspy.config import SamnerConfig
+    from samner_dspy.errors import SamnerError
     from samner_dspy.evals import runner
     from tests.helpers import trained_adapter_folders
 
@@ -145,3 +148,9 @@ def test_the_trained_typing_rows_match_labels_with_archetype_mix_on_the_archetyp
     assert program.matcher.endpoint == "archetype", "the matcher asks the archetype stage's (adapted) model"
     assert (program.calibration, program.use_explorer, program.trust_anchor_types) == ("matched", False, False)
     assert runner.build_program("small-trained", SamnerConfig.embedded()).use_explorer
+    with pytest.raises(SamnerError, match="trained explorer adapter"):
+        runner.build_program("small-trained-explorer", SamnerConfig.embedded())
+    trained_adapter_folders(tmp_path, "explorer")
+    every = runner.build_program("small-trained-explorer", SamnerConfig.embedded())
+    assert every.config.explorer.adapter == str(model / "explorer")
+    assert every.config.anchor == program.config.anchor and every.config.archetype == program.config.archetype

@@ -72,6 +72,9 @@ _SMALL = {"preset": "small"}
 _NO_EXPLORER = {**_SMALL, "use_explorer": False}
 _ANCHOR = {"anchor": "anchor"}
 _TRAINED_TYPING = {**_ANCHOR, "archetype": "archetype-mix"}
+_ANCHOR_ONLY = {**_NO_EXPLORER, "calibration": "anchor"}
+_TRAINED_MATCHED = {**_NO_EXPLORER, "calibration": "matched"}
+_ROLE = {"person_role": True}
 CONFIGURATIONS: dict[str, Configuration] = {
     # The paper's rows: SAM-NER and its four ablations (tables 2 and 3).
     "samner": Configuration("SAM-NER, paper's preset", {"preset": "paper"}),
@@ -83,7 +86,7 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "direct": Configuration("Direct prompting", direct=True),
     "direct-short": Configuration("Direct, definitions without examples", {"prompt": "short"}, direct=True),
     "plain": Configuration("Plain prompt (label names only)", {"prompt": "plain"}, direct=True),
-    "anchor-only": Configuration("Anchor alone (IEPile format)", {**_NO_EXPLORER, "calibration": "anchor"}),
+    "anchor-only": Configuration("Anchor alone (IEPile format)", _ANCHOR_ONLY),
     # The per-entity modes, the small-model preset (SAMNER()'s default on the embedded model) and what each of
     # its stages adds: without the explorer, without the archetype stage, with the anchor's types only.
     "per-entity": Configuration(
@@ -100,22 +103,33 @@ CONFIGURATIONS: dict[str, Configuration] = {
         "small, every label matched", {**_SMALL, "calibration": "matched", "trust_anchor_types": False}
     ),
     # The trained stages (issue 24), each row beside its untrained twin above.
-    "anchor-only-trained": Configuration(
-        "Anchor alone, trained anchor", {**_NO_EXPLORER, "calibration": "anchor"}, adapters=_ANCHOR
-    ),
+    "anchor-only-trained": Configuration("Anchor alone, trained anchor", _ANCHOR_ONLY, adapters=_ANCHOR),
     "small-trained-anchor": Configuration("small, trained anchor", _SMALL, adapters=_ANCHOR),
     # The trained anchor finds the spans; archetype-mix (trained to match mentions to a sentence's own types and
     # their definitions) types what the anchor did not file under exactly one label, or every span ("-all").
     "anchor-trained-matched": Configuration(
-        "Trained anchor, labels matched", {**_NO_EXPLORER, "calibration": "matched"}, adapters=_TRAINED_TYPING
+        "Trained anchor, labels matched", _TRAINED_MATCHED, adapters=_TRAINED_TYPING
     ),
     "anchor-trained-matched-all": Configuration(
         "Trained anchor, every label matched",
-        {**_NO_EXPLORER, "calibration": "matched", "trust_anchor_types": False},
+        {**_TRAINED_MATCHED, "trust_anchor_types": False},
         adapters=_TRAINED_TYPING,
     ),
     "small-trained": Configuration(
         "small, trained anchor, labels matched", {**_SMALL, "calibration": "matched"}, adapters=_TRAINED_TYPING
+    ),
+    # The person-role rule (person_role=True): mentions typed person take the role the schema's person definition
+    # sets apart (researcher, writer, musical artist, politician); on each of the strongest rows and baselines.
+    "plain-roles": Configuration("Plain prompt, person role", {"prompt": "plain", **_ROLE}, direct=True),
+    "anchor-only-roles": Configuration("Anchor alone, person role", {**_ANCHOR_ONLY, **_ROLE}),
+    "small-roles": Configuration("small, person role", {**_SMALL, **_ROLE}),
+    "anchor-trained-roles": Configuration(
+        "Trained anchor, labels matched, person role", {**_TRAINED_MATCHED, **_ROLE}, adapters=_TRAINED_TYPING
+    ),
+    "small-trained-roles": Configuration(
+        "small, trained anchor, labels matched, person role",
+        {**_SMALL, "calibration": "matched", **_ROLE},
+        adapters=_TRAINED_TYPING,
     ),
     # Every trained stage: small-trained with the explorer trained on Pile-NER too (its twin is small-trained).
     "small-trained-explorer": Configuration(

@@ -99,8 +99,9 @@ class DirectNER(ConfiguredProgram):
         *,
         lms: Mapping[str, dspy.BaseLM] | None = None,
         prompt: DirectPrompt = "definitions",
+        person_role: bool = False,
     ) -> None:
-        super().__init__(config, lms)
+        super().__init__(config, lms, person_role=person_role)
         check_mode("direct prompt", prompt, DIRECT_PROMPTS)
         self.prompt = prompt
         self.extract = PlainExtractor() if prompt == "plain" else TypedExtractor()

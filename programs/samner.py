@@ -113,6 +113,8 @@ class SAMNER(ConfiguredProgram):
             stage); 0 keeps all. Scores: :mod:`samner_dspy.confidence`.
         max_chars, overlap, window: a text longer than ``max_chars`` is annotated in overlapping windows (or,
             with ``window=False``, refused before any request). See :class:`ConfiguredProgram`.
+        person_role: mentions typed ``person`` take the role the schema's ``person`` definition sets apart
+            (:meth:`ConfiguredProgram`'s option).
     """
 
     STEPS: tuple[tuple[str, ...], ...] = (
@@ -141,8 +143,17 @@ class SAMNER(ConfiguredProgram):
         max_chars: int = DEFAULT_MAX_CHARS,
         overlap: int = DEFAULT_OVERLAP,
         window: bool = True,
+        person_role: bool = False,
     ) -> None:
-        super().__init__(config, lms, threshold=threshold, max_chars=max_chars, overlap=overlap, window=window)
+        super().__init__(
+            config,
+            lms,
+            threshold=threshold,
+            max_chars=max_chars,
+            overlap=overlap,
+            window=window,
+            person_role=person_role,
+        )
         if not (use_anchor or use_explorer):
             raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
         if preset is None:

@@ -74,6 +74,7 @@ def _program_options(args: argparse.Namespace) -> dict[str, Any]:
         "use_explorer": not args.no_explorer,
         "threshold": args.threshold,
         "overlap": args.overlap,
+        "person_role": args.person_role,
     }
     return {**options, "max_chars": args.max_chars} if args.max_chars else options
 
@@ -407,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
     run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
     run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")
+    run.add_argument(
+        "--person-role",
+        action="store_true",
+        help="file mentions typed person under the role the schema's person definition sets apart (writer, ...)",
+    )
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
     run.add_argument(
         "--trace",

@@ -141,6 +141,20 @@ class Schema(Mapping[str, str]):
     def to_dict(self) -> dict[str, str]:
         return dict(self._definitions)
 
+    def person_role(self) -> tuple[str, str] | None:
+        """``(person label, role label)`` where the schema's ``person`` definition excludes one of its labels
+        ("a named person who is not a writer"), or None.
+
+        Schemas for a field pair ``person`` with the field's one role (writer, researcher, politician) and keep
+        ``person`` for everyone else; small models file nearly every such mention under ``person``."""
+        general = self.match_label("person")
+        if general is None:
+            return None
+        others = sorted((label for label in self._definitions if label != general), key=len, reverse=True)
+        names = "|".join(re.escape(label) for label in others)
+        excluded = re.search(rf"\bnot (?:an? |the )?({names})\b", self._definitions[general], re.IGNORECASE)
+        return (general, self._keys[_label_key(excluded.group(1))]) if names and excluded else None
+
     def without_examples(self) -> Schema:
         """Each definition cut to its first sentence, less any ``such as``/``for example``/``e.g.`` clause.
 

@@ -10,7 +10,7 @@ import dspy
 
 from samner_dspy.tracing import Trace
 
-TYPED_BY = ("calibrator", "matcher", "direct_typing", "anchor", "direct")
+TYPED_BY = ("calibrator", "matcher", "direct_typing", "anchor", "direct", "person_role")
 """The stages that can give an entity its label."""
 
 
@@ -34,7 +34,8 @@ class Entity:
     """Which stage gave the label (:data:`TYPED_BY`): ``calibrator`` (the archetype and the definitions),
     ``matcher`` (the trained archetype classifier over the labels' definitions, ``calibration="matched"``),
     ``direct_typing`` (the definitions alone), ``anchor`` (the anchor's own type, no typing request) or
-    ``direct`` (the one direct prompt); None where not recorded (gold, imported or older results)."""
+    ``direct`` (the one direct prompt), ``person_role`` (typed ``person``, filed under the schema's person role by
+    ``person_role=True``); None where not recorded (gold, imported or older results)."""
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

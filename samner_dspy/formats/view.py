@@ -118,6 +118,8 @@ def _calibration(entity: Mapping[str, Any], trace: Mapping[str, Any] | None, tex
         return f"the anchor filed it under {entity.get('label')!r}; no typing request"
     if typed_by == "direct":
         return "typed by the single direct prompt"
+    if typed_by == "person_role":
+        return f"typed 'person', filed under the schema's person role {entity.get('label')!r} (person_role)"
     for name, what in (
         ("calibrator", "definition-guided calibration"),
         ("matcher", "the archetype classifier over the labels' definitions"),

@@ -14,7 +14,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from samner_dspy import SAMNER, Schema
+from samner_dspy import SAMNER
+from samner_dspy.config import SamnerConfig, Schema
 from samner_dspy.evals.crossner import read_bio
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write one JSON line per sentence here")
     args = parser.parse_args()
 
-    program = SAMNER(preset="paper")  # the modes its committed figures were measured with
+    program = SAMNER(SamnerConfig.embedded(trained=False), preset="paper")  # what its committed figures measured
     program.backends()  # start the embedded server before timing
     totals = {"sentences": 0, "seconds": 0.0, "requests": 0, "gold": 0, "predicted": 0, "correct": 0, "spans": 0}
     sink = args.output.open("w", encoding="utf-8") if args.output else None

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from samner_dspy import SAMNER
+from samner_dspy.config import SamnerConfig
 from samner_dspy.evals.crossner import load_crossner
 from samner_dspy.evals.metric import Scores, gold_mentions, label_accuracy, macro_average, score, span_score
 from samner_dspy.evals.paired import compare
@@ -34,11 +35,14 @@ from samner_dspy.serving.embedded import running_servers
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"
 DOMAINS = "ai,literature,music,politics,science"
+UNTRAINED = SamnerConfig.embedded(trained=False)
 CONFIGURATIONS = {
-    "direct": lambda: DirectNER(),
-    "samner": lambda: SAMNER(preset="paper"),
-    "per-entity": lambda: SAMNER(preset="paper", ccr="verify", calibration="entity"),
-    "small": lambda: SAMNER.for_small_models(),
+    "direct": lambda: DirectNER(UNTRAINED),
+    "plain": lambda: DirectNER(UNTRAINED, prompt="plain"),
+    "samner": lambda: SAMNER(UNTRAINED, preset="paper"),
+    "per-entity": lambda: SAMNER(UNTRAINED, preset="paper", ccr="verify", calibration="entity"),
+    "small": lambda: SAMNER.for_small_models(UNTRAINED),
+    "trained": lambda: SAMNER(),  # the default: the trained preset on the committed adapters
 }
 
 

@@ -151,7 +151,9 @@ def evaluate(
     paired against each configuration of ``against`` that ran (the strongest baseline on dev, and the anchor)."""
     if fewshot and data.data_file:
         raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
-    resolved = resolve_config(config)
+    # Each row names the adapters it runs (Configuration.adapters): by default the untrained model is what they
+    # start from, so an untrained row stays untrained now that the embedded model's default has adapters.
+    resolved = resolve_config(config, trained=False)
     if cache:
         # Ablations repeat many identical stage requests; the cache answers them once the first run made them.
         resolved = replace(resolved, cache=CachePolicy(True, str(output / "cache"), cache_revision))

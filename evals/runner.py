@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,14 @@ import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
 from samner_dspy.config import SamnerConfig, resolve_config
-from samner_dspy.errors import EndpointRequestError, SamnerError
+from samner_dspy.errors import EndpointRequestError
 from samner_dspy.formats.labelled import Sentence
 from samner_dspy.formats.records import RecordWriter, read_records
 from samner_dspy.formats.records import done_keys as _done
 from samner_dspy.programs import SAMNER, DirectNER
 from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
-from samner_dspy.serving.embedded import model_spec
-from samner_dspy.serving.gguf_lora import CONFIG_FILE
+from samner_dspy.serving.trained import DEFAULT_ADAPTERS, with_adapters
 from samner_dspy.types import Document
 
 logger = logging.getLogger(__name__)
@@ -40,32 +39,14 @@ class Configuration:
     """Stage -> a trained LoRA folder under ``adapters/<embedded model>/``, applied to that stage on the embedded
     model: a trained row and its untrained twin run side by side in one report."""
 
-    def resolve(self, config: ConfigLike) -> ConfigLike:
+    def resolve(self, config: ConfigLike) -> SamnerConfig:
         """``config`` with this row's trained adapters on their stages."""
-        return with_adapters(resolve_config(config), self.adapters) if self.adapters else config
+        resolved = resolve_config(config, trained=False)  # a row without adapters runs the untrained model
+        return with_adapters(resolved, self.adapters) if self.adapters else resolved
 
     def build(self, config: ConfigLike) -> ConfiguredProgram:
         config = self.resolve(config)
         return DirectNER(config, **self.options) if self.direct else SAMNER(config, **self.options)
-
-
-TRAINED_ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
-"""The committed adapters, ``<embedded model>/<stage>/`` (see their model cards)."""
-
-
-def with_adapters(config: SamnerConfig, adapters: Mapping[str, str]) -> SamnerConfig:
-    """``config`` with each named stage on its trained adapter, found for the stage's embedded model."""
-    stages = {}
-    for stage, name in adapters.items():
-        endpoint = getattr(config, stage)
-        folder = TRAINED_ADAPTERS / model_spec(endpoint.embedded_model(config.embedded_model)).name / name
-        if not endpoint.is_embedded or not (folder / CONFIG_FILE).is_file():
-            raise SamnerError(
-                f"the trained {stage} adapter is for the embedded model and needs {folder} (see adapters/); "
-                f"the {stage} stage runs {endpoint.model}"
-            )
-        stages[stage] = replace(endpoint, adapter=str(folder))
-    return replace(config, **stages)
 
 
 _SMALL = {"preset": "small"}
@@ -131,6 +112,9 @@ CONFIGURATIONS: dict[str, Configuration] = {
         {**_SMALL, "calibration": "matched", **_ROLE},
         adapters=_TRAINED_TYPING,
     ),
+    # SAMNER()'s default on the embedded model: the trained preset on the committed adapters (the same requests as
+    # anchor-trained-roles, which chose it on dev).
+    "trained": Configuration("SAMNER() default: trained preset", {"preset": "trained"}, adapters=DEFAULT_ADAPTERS),
     # Every trained stage: small-trained with the explorer trained on Pile-NER too (its twin is small-trained).
     "small-trained-explorer": Configuration(
         "small, trained anchor and explorer, labels matched",

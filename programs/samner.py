@@ -37,6 +37,7 @@ from samner_dspy.programs.program import (
     ground_candidates,
 )
 from samner_dspy.schema import Schema
+from samner_dspy.serving.trained import runs_trained
 from samner_dspy.tagging import occurrence_keys
 from samner_dspy.tracing import StageRecord, Trace
 from samner_dspy.types import Candidate, Document, Entity, Span
@@ -78,10 +79,14 @@ class Typing:
 
 
 def preset_for(config: SamnerConfig, lms: Mapping[str, dspy.BaseLM] | None = None) -> Preset:
-    """The preset a program without one runs: ``small`` when every stage is on an embedded model (and not
-    overridden by ``lms``), else ``paper``. Engines that re-point the stages (Ray) decide it first, from this."""
+    """The preset a program without one runs: when every stage is on an embedded model (and not overridden by
+    ``lms``), ``trained`` if the anchor and archetype stages run adapters (the default configuration gives them the
+    committed ones: :func:`samner_dspy.serving.trained.runs_trained`) and ``small`` if not; else ``paper``. Engines that
+    re-point the stages (Ray) decide it first, from this."""
     on_embedded = all(stage not in (lms or {}) and config.endpoint(stage).is_embedded for stage in STAGES)
-    return "small" if on_embedded else "paper"
+    if not on_embedded:
+        return "paper"
+    return "trained" if runs_trained(config) else "small"
 
 
 class SAMNER(ConfiguredProgram):
@@ -94,14 +99,15 @@ class SAMNER(ConfiguredProgram):
         config: a :class:`SamnerConfig`, a TOML path or a mapping; None reads ``SAMNER_CONFIG`` or, failing
             that, runs every stage on the embedded model.
         lms: per-stage LMs that override the configuration (any ``dspy.BaseLM``), e.g. for tests.
-        preset: the defaults of ``ccr``, ``calibration`` and ``trust_anchor_types``
-            (:data:`samner_dspy.modes.PRESETS`): ``paper``, or ``small`` (:meth:`for_small_models`). None picks
-            ``small`` when every stage runs on an embedded model and ``paper`` otherwise (vLLM and the LoRAs).
+        preset: the defaults of ``ccr``, ``calibration``, ``trust_anchor_types``, ``use_explorer`` and
+            ``person_role`` (:data:`samner_dspy.modes.PRESETS`): ``paper``, ``small`` (:meth:`for_small_models`) or
+            ``trained``. None picks one from the stages (:func:`preset_for`): ``trained`` on the embedded model with
+            its trained adapters (the default), ``small`` on it without them, ``paper`` otherwise (vLLM and the LoRAs).
         ccr: consensus mode, ``rule`` (the paper's), ``verify`` or ``off``.
         calibration: ``sentence`` (the paper's), ``entity``, ``matched`` (the archetype stage's classifier
             types the spans against the labels' definitions), ``off`` for direct typing without archetypes, or
             ``anchor`` (the anchor's own types; :data:`samner_dspy.modes.CalibrationMode`).
-        use_anchor, use_explorer: the discovery ablations.
+        use_anchor, use_explorer: the discovery ablations (None: the preset's ``use_explorer``).
         allow_no_label: let typing answer "none" for an entity no label fits, which drops it. Off by default:
             small models answer "none" for nearly everything, and extractors already target the schema.
         trust_anchor_types: a mention the precision-oriented anchor filed under exactly one label keeps that
@@ -114,7 +120,7 @@ class SAMNER(ConfiguredProgram):
         max_chars, overlap, window: a text longer than ``max_chars`` is annotated in overlapping windows (or,
             with ``window=False``, refused before any request). See :class:`ConfiguredProgram`.
         person_role: mentions typed ``person`` take the role the schema's ``person`` definition sets apart
-            (:meth:`ConfiguredProgram`'s option).
+            (:meth:`ConfiguredProgram`'s option; None: the preset's).
     """
 
     STEPS: tuple[tuple[str, ...], ...] = (
@@ -135,7 +141,7 @@ class SAMNER(ConfiguredProgram):
         noise_rule: NoiseRule | None = None,
         calibration: CalibrationMode | None = None,
         use_anchor: bool = True,
-        use_explorer: bool = True,
+        use_explorer: bool | None = None,
         allow_no_label: bool = False,
         trust_anchor_types: bool | None = None,
         max_types_per_request: int | None = None,
@@ -143,26 +149,29 @@ class SAMNER(ConfiguredProgram):
         max_chars: int = DEFAULT_MAX_CHARS,
         overlap: int = DEFAULT_OVERLAP,
         window: bool = True,
-        person_role: bool = False,
+        person_role: bool | None = None,
     ) -> None:
-        super().__init__(
-            config,
-            lms,
-            threshold=threshold,
-            max_chars=max_chars,
-            overlap=overlap,
-            window=window,
-            person_role=person_role,
-        )
-        if not (use_anchor or use_explorer):
-            raise ValueError("at least one extractor must be enabled (use_anchor or use_explorer)")
+        super().__init__(config, lms, threshold=threshold, max_chars=max_chars, overlap=overlap, window=window)
         if preset is None:
             preset = preset_for(self.config, self.lms)
         check_mode("preset", preset, PRESET_NAMES)
-        chosen = {"ccr": ccr, "calibration": calibration, "trust_anchor_types": trust_anchor_types}
+        chosen = {
+            "ccr": ccr,
+            "calibration": calibration,
+            "trust_anchor_types": trust_anchor_types,
+            "use_explorer": use_explorer,
+            "person_role": person_role,
+        }
         options = {**PRESETS[preset], **{name: value for name, value in chosen.items() if value is not None}}
         ccr, calibration = options["ccr"], options["calibration"]
         trust_anchor_types = bool(options["trust_anchor_types"])
+        use_explorer = bool(options["use_explorer"])
+        self.person_role = bool(options["person_role"])
+        if not (use_anchor or use_explorer):
+            raise ValueError(
+                f"at least one extractor must be enabled (use_anchor or use_explorer; the {preset!r} preset's "
+                f"use_explorer is {PRESETS[preset]['use_explorer']})"
+            )
         check_mode("calibration", calibration, CALIBRATION_MODES)
         self.preset = preset
         self.use_anchor = use_anchor

@@ -71,7 +71,7 @@ def _program_options(args: argparse.Namespace) -> dict[str, Any]:
         "ccr": args.ccr,
         "calibration": args.calibration,
         "use_anchor": not args.no_anchor,
-        "use_explorer": not args.no_explorer,
+        "use_explorer": False if args.no_explorer else (True if args.with_explorer else None),
         "threshold": args.threshold,
         "overlap": args.overlap,
         "person_role": args.person_role,
@@ -349,19 +349,25 @@ CHECK_SCHEMA = {
 
 
 def _check_embedded(model: str | None) -> int:
-    """One sentence end to end on the embedded model: set-up's proof that every stage answers. It also leaves the
-    stages' fixed instructions in the prefix store, so the first annotation after set-up does not evaluate them.
+    """One sentence end to end on the embedded model, as ``SAMNER()`` runs it by default (the trained preset on the
+    committed adapters, converted to llama.cpp's format here, once): set-up's proof that every stage of the default
+    answers. It also leaves their fixed instructions in the prefix store, so the first annotation after set-up does
+    not evaluate them.
 
-    The anchor's one-label types are not trusted here, so the calibrator answers (and its instructions are
+    The anchor's one-label types are not trusted here, so the typing stage answers (and its instructions are
     stored) even when the anchor types every mention of the sentence, as it does for this one."""
     from samner_dspy.config import SamnerConfig
     from samner_dspy.programs import SAMNER
 
     started = time.perf_counter()
-    result = SAMNER(SamnerConfig.embedded(model), trust_anchor_types=False)(CHECK_TEXT, CHECK_SCHEMA)
+    program = SAMNER(SamnerConfig.embedded(model), trust_anchor_types=False)
+    result = program(CHECK_TEXT, CHECK_SCHEMA)
     errors = result.trace.errors
     found = ", ".join(f"{e.text} ({e.label})" for e in result.entities) or "no entities"
-    print(f"embedded model check: {found}; {result.trace.requests} requests, {time.perf_counter() - started:.1f} s")
+    print(
+        f"embedded model check ({program.preset} preset): {found}; {result.trace.requests} requests, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     if errors:
         raise SamnerError(f"the embedded model check failed: {'; '.join(errors)}")
     return 0
@@ -396,22 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--preset",
         choices=PRESET_NAMES,
-        help="paper (the default on vLLM and other servers) or small (the default on the embedded model): "
-        "the defaults of --ccr and --calibration, and whether the anchor's one-label types are trusted",
+        help="paper (the default on vLLM and other servers), trained (the default on the embedded model, with its "
+        "trained adapters) or small (the embedded model without them): the defaults of --ccr, --calibration, "
+        "--with-explorer and --person-role, and whether the anchor's one-label types are trusted",
     )
     run.add_argument("--ccr", choices=CONSENSUS_MODES, help="consensus: rule (paper), verify (small) or off")
     run.add_argument(
         "--calibration",
         choices=CALIBRATION_MODES,
-        help="sentence (paper), entity (small), off, or anchor (the anchor's labels)",
+        help="sentence (paper), entity (small), matched (trained), off, or anchor (the anchor's labels)",
     )
     run.add_argument("--no-anchor", action="store_true", help="ablation: explorer only")
-    run.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
+    explorer = run.add_mutually_exclusive_group()
+    explorer.add_argument("--no-explorer", action="store_true", help="ablation: anchor only")
+    explorer.add_argument(
+        "--with-explorer", action="store_true", help="run the explorer beside the anchor (off under the trained preset)"
+    )
     run.add_argument("--threshold", type=_unit_interval, default=0.0, help="drop entities scoring below this (0-1)")
     run.add_argument(
         "--person-role",
-        action="store_true",
-        help="file mentions typed person under the role the schema's person definition sets apart (writer, ...)",
+        action=argparse.BooleanOptionalAction,
+        help="file mentions typed person under the role the schema's person definition sets apart (writer, ...); "
+        "default: the preset's (on under trained)",
     )
     run.add_argument("--json", action="store_true", help="print JSON Lines instead of tables")
     run.add_argument(

@@ -129,10 +129,15 @@ class SamnerConfig:
         )
 
     @classmethod
-    def embedded(cls, model: str | None = None) -> SamnerConfig:
-        """Every stage on the embedded model (the ``local`` extra), served on 127.0.0.1."""
+    def embedded(cls, model: str | None = None, trained: bool = True) -> SamnerConfig:
+        """Every stage on the embedded model (the ``local`` extra), served on 127.0.0.1; with ``trained``, the anchor
+        and archetype stages on the adapters committed for that model where there are
+        (:data:`samner_dspy.serving.trained.DEFAULT_ADAPTERS`; non-commercial: they were trained on Pile-NER)."""
+        from samner_dspy.serving.trained import with_default_adapters  # it reads the embedded models' catalogue
+
         endpoint = Endpoint(EMBEDDED, max_tokens=384)
-        return cls(endpoint, endpoint, endpoint, endpoint, embedded_model=model)
+        config = cls(endpoint, endpoint, endpoint, endpoint, embedded_model=model)
+        return with_default_adapters(config) if trained else config
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SamnerConfig:
@@ -237,11 +242,14 @@ def environment_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     return {name: environ[name] for name in names if name in environ}
 
 
-def resolve_config(config: SamnerConfig | str | Path | Mapping[str, Any] | None = None) -> SamnerConfig:
+def resolve_config(
+    config: SamnerConfig | str | Path | Mapping[str, Any] | None = None, trained: bool = True
+) -> SamnerConfig:
     """The configuration a program runs with.
 
     An explicit value wins (object, TOML path or mapping). Otherwise ``SAMNER_CONFIG`` names a TOML file,
-    and with neither, every stage runs on the embedded model. Environment overrides apply last.
+    and with neither, every stage runs on the embedded model (on its committed adapters unless ``trained`` is
+    False: :meth:`SamnerConfig.embedded`). Environment overrides apply last.
     """
     if isinstance(config, SamnerConfig):
         resolved = config
@@ -252,7 +260,7 @@ def resolve_config(config: SamnerConfig | str | Path | Mapping[str, Any] | None 
     elif config is None and os.environ.get("SAMNER_CONFIG"):
         resolved = SamnerConfig.from_toml(os.environ["SAMNER_CONFIG"])
     elif config is None:
-        resolved = SamnerConfig.embedded(os.environ.get("SAMNER_EMBEDDED_MODEL"))
+        resolved = SamnerConfig.embedded(os.environ.get("SAMNER_EMBEDDED_MODEL"), trained)
     else:
         raise ConfigError(f"cannot read a configuration from {type(config).__name__}")
     return resolved.with_env()

@@ -115,3 +115,9 @@ def test_preset_flag_picks_the_modes_and_explicit_flags_win(config, tmp_path):
     assert small["consensus"]["inputs"]["mode"] == "verify"
     mixed = stages("--preset", "small", "--calibration", "sentence")
     assert mixed["calibrator"]["inputs"]["mode"] == "sentence" and "from_anchor" in mixed["calibrator"]["inputs"]
+    trained = stages("--preset", "trained")
+    assert "explorer" not in trained and "matcher" in trained and "person_role" in trained
+    assert "from_anchor" in trained["matcher"]["inputs"]
+    explored = stages("--preset", "trained", "--with-explorer", "--no-person-role")
+    assert "explorer" in explored and "matcher" in explored and "person_role" not in explored
+    assert "explorer" not in stages("--no-explorer")

@@ -123,12 +123,15 @@ def test_default_program_runs_on_the_embedded_model_with_non_ascii_and_repeats(m
     monkeypatch.delenv("SAMNER_CONFIG", raising=False)
     text = "Zoë Müller visited München. Later Zoë Müller returned to München with José."
     schema = Schema.coerce({"person": "a named person", "city": "a named city"})
-    program = SAMNER(use_explorer=False)
-    assert program.preset == "small", "on the embedded model the default is the small-model preset"
+    program = SAMNER()
+    assert program.preset == "trained", "on the embedded model the default is the trained preset"
     result = program(text, schema)
     assert_grounded(text, schema, result)
     assert result.trace["anchor"].model == "openai/embedded"
-    from_anchor = result.trace["calibrator"].inputs["from_anchor"]
+    assert result.trace["anchor"].error is None and "explorer" not in result.trace
+    typing = result.trace["matcher"] if "matcher" in result.trace else None
+    from_anchor = typing.inputs["from_anchor"] if typing is not None else {}
+    assert result.entities and {e.typed_by for e in result.entities} <= {"anchor", "matcher", "person_role"}
     one_label = {m: t[0] for m, t in result.trace["anchor"].outputs["mentions"].items() if len(t) == 1}
     assert all(one_label.get(key.split(" (")[0]) == label for key, label in from_anchor.items()), from_anchor
     returned = {(e.start, e.end) for e in result.entities}
@@ -231,7 +234,7 @@ def test_each_stage_keeps_its_prompt_prefix_evaluated_from_one_sentence_to_the_n
     are evaluated once and the next sentence's request evaluates little more than the sentence."""
     from samner_dspy.serving.embedded import shared_servers
 
-    program = SAMNER(preset="paper")  # the paper's modes: one request per stage, one server each
+    program = SAMNER(SamnerConfig.embedded(trained=False), preset="paper")  # one request per stage, one server each
     roles = ["anchor", "explorer", "archetype", "calibrator"]
     backends = program.backends()
     servers = shared_servers(roles)
@@ -324,8 +327,9 @@ def test_a_new_server_starts_from_the_prompts_an_earlier_one_evaluated(embedded_
 
 
 def test_the_set_up_check_annotates_a_sentence_with_every_stage(embedded_server):
-    """The check runs every stage, the calibrator included, and its requests never import LiteLLM (4 s on 2 cores):
-    the embedded servers take OpenAI's json_schema format, which dspy's own client sends."""
+    """The check runs every stage of the default program on the committed adapters, the typing stage included, and
+    its requests never import LiteLLM (4 s on 2 cores): the embedded servers take OpenAI's json_schema format, which
+    dspy's own client sends."""
     starter = (
         "import sys; from samner_dspy.cli import main; code = main(['embedded', 'check']); "
         "print('litellm imported' if 'litellm' in sys.modules else 'no litellm'); sys.exit(code)"
@@ -334,10 +338,10 @@ def test_the_set_up_check_annotates_a_sentence_with_every_stage(embedded_server)
     assert completed.returncode == 0, completed.stderr[-2000:]
     *_, line, imported = completed.stdout.strip().splitlines()
     assert imported == "no litellm"
-    assert line.startswith("embedded model check: ") and " requests, " in line, line
-    entities = line.count(" (")
+    assert line.startswith("embedded model check (trained preset): ") and " requests, " in line, line
+    entities = line.count(" (") - 1
     requests = int(line.rsplit("; ", 1)[1].split(" requests")[0])
-    assert entities >= 1 and requests >= 3 + entities, f"anchor, explorer, archetype, a calibration each: {line}"
+    assert entities >= 1 and requests == 3, f"the anchor, the archetype stage and the matcher, once each: {line}"
     assert "(person)" in line or "(organisation)" in line or "(location)" in line, line
 
 

@@ -118,15 +118,16 @@ def test_a_trained_row_runs_its_untrained_twin_with_the_committed_adapter(tmp_pa
     from samner_dspy.config import SamnerConfig
     from samner_dspy.errors import SamnerError
     from samner_dspy.evals import runner
+    from samner_dspy.serving import trained as trained_module
 
     folder = tmp_path / "qwen2.5-coder-0.5b" / "anchor"
-    monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
+    monkeypatch.setattr(trained_module, "TRAINED_ADAPTERS", tmp_path)
     with pytest.raises(SamnerError, match=r"trained anchor adapter .* needs .*qwen2\.5-coder-0\.5b/anchor"):
-        runner.build_program("anchor-only-trained", SamnerConfig.embedded())
+        runner.build_program("anchor-only-trained", SamnerConfig.embedded(trained=False))
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
-    trained = runner.build_program("anchor-only-trained", SamnerConfig.embedded())
-    twin = runner.build_program("anchor-only", SamnerConfig.embedded())
+    trained = runner.build_program("anchor-only-trained", SamnerConfig.embedded(trained=False))
+    twin = runner.build_program("anchor-only", SamnerConfig.embedded(trained=False))
     assert trained.config.anchor.adapter == str(folder) and twin.config.anchor.adapter is None
     assert trained.config.explorer == twin.config.explorer, "only the named stage changes"
     assert runner.CONFIGURATIONS["anchor-only-trained"].options == runner.CONFIGURATIONS["anchor-only"].options
@@ -138,19 +139,20 @@ def test_the_trained_typing_rows_match_labels_with_archetype_mix_on_the_archetyp
     from samner_dspy.config import SamnerConfig
     from samner_dspy.errors import SamnerError
     from samner_dspy.evals import runner
+    from samner_dspy.serving import trained as trained_module
     from tests.helpers import trained_adapter_folders
 
-    monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
+    monkeypatch.setattr(trained_module, "TRAINED_ADAPTERS", tmp_path)
     model = trained_adapter_folders(tmp_path, "anchor", "archetype-mix")
-    program = runner.build_program("anchor-trained-matched-all", SamnerConfig.embedded())
+    program = runner.build_program("anchor-trained-matched-all", SamnerConfig.embedded(trained=False))
     assert program.config.archetype.adapter == str(model / "archetype-mix")
     assert program.config.anchor.adapter == str(model / "anchor")
     assert program.matcher.endpoint == "archetype", "the matcher asks the archetype stage's (adapted) model"
     assert (program.calibration, program.use_explorer, program.trust_anchor_types) == ("matched", False, False)
-    assert runner.build_program("small-trained", SamnerConfig.embedded()).use_explorer
+    assert runner.build_program("small-trained", SamnerConfig.embedded(trained=False)).use_explorer
     with pytest.raises(SamnerError, match="trained explorer adapter"):
-        runner.build_program("small-trained-explorer", SamnerConfig.embedded())
+        runner.build_program("small-trained-explorer", SamnerConfig.embedded(trained=False))
     trained_adapter_folders(tmp_path, "explorer")
-    every = runner.build_program("small-trained-explorer", SamnerConfig.embedded())
+    every = runner.build_program("small-trained-explorer", SamnerConfig.embedded(trained=False))
     assert every.config.explorer.adapter == str(model / "explorer")
     assert every.config.anchor == program.config.anchor and every.config.archetype == program.config.archetype

@@ -560,7 +560,8 @@ def test_on_ray_a_stage_with_a_lora_gets_a_server_of_its_own(monkeypatch):
         return SimpleNamespace(api_base=f"http://127.0.0.1:{9000 + len(asked)}/v1")
 
     monkeypatch.setattr(embedded, "shared_server", fake_server)
-    config = SamnerConfig.embedded().with_stage("explorer", Endpoint("embedded", adapter="adapters/explorer"))
+    untrained = SamnerConfig.embedded(trained=False)
+    config = untrained.with_stage("explorer", Endpoint("embedded", adapter="adapters/explorer"))
     served = ray_data._served(config)
     assert sorted(set(asked)) == [("default", None), ("explorer", "adapters/explorer")]
     assert served.explorer.api_base != served.anchor.api_base and served.explorer.adapter is None

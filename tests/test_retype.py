@@ -189,11 +189,12 @@ def test_the_report_scores_each_discovery_stage_on_its_own_spans(tmp_path):
 def test_a_trained_row_types_recorded_spans_with_its_adapters(crossner_dir, tmp_path, monkeypatch):
     """``--discovery-from`` replaces a row's discovery, not its trained stages: the typing is the row's own."""
     from samner_dspy.config import SamnerConfig
-    from samner_dspy.evals import retype, runner
+    from samner_dspy.evals import retype
     from samner_dspy.evals.evaluate import Data, evaluate
+    from samner_dspy.serving import trained as trained_module
 
     model = trained_adapter_folders(tmp_path, "anchor", "archetype-mix")
-    monkeypatch.setattr(runner, "TRAINED_ADAPTERS", tmp_path)
+    monkeypatch.setattr(trained_module, "TRAINED_ADAPTERS", tmp_path)
     built = []
 
     class Built(Exception):
@@ -206,7 +207,13 @@ def test_a_trained_row_types_recorded_spans_with_its_adapters(crossner_dir, tmp_
     monkeypatch.setattr(retype, "RecordedDiscovery", record)
     data = Data("music", limit=1, crossner_dir=str(crossner_dir))
     with pytest.raises(Built):
-        evaluate(["anchor-trained-matched"], data, tmp_path / "out", SamnerConfig.embedded(), discovery_from="gold")
+        evaluate(
+            ["anchor-trained-matched"],
+            data,
+            tmp_path / "out",
+            SamnerConfig.embedded(trained=False),
+            discovery_from="gold",
+        )
     ((config, options),) = built
     assert config.archetype.adapter == str(model / "archetype-mix")
     assert options["calibration"] == "matched"

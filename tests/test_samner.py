@@ -299,8 +299,19 @@ def test_the_preset_follows_the_models_and_explicit_options_win():
     from samner_dspy.config import SamnerConfig
 
     embedded = SAMNER()  # every stage on the embedded model (no server starts until the first call)
-    assert (embedded.preset, embedded.consensus.mode, embedded.calibration) == ("small", "verify", "entity")
-    assert embedded.trust_anchor_types is True
+    assert (embedded.preset, embedded.calibration, embedded.use_explorer) == ("trained", "matched", False)
+    assert embedded.trust_anchor_types is True and embedded.person_role is True
+    assert embedded.config.anchor.adapter and embedded.config.archetype.adapter, "the committed adapters"
+    untrained = SAMNER(SamnerConfig.embedded(trained=False))
+    assert (untrained.preset, untrained.consensus.mode, untrained.calibration) == ("small", "verify", "entity")
+    assert untrained.use_explorer is True and untrained.person_role is False
+    chosen = SAMNER(use_explorer=True, person_role=False, calibration="entity")
+    assert (chosen.preset, chosen.use_explorer, chosen.person_role, chosen.calibration) == (
+        "trained",
+        True,
+        False,
+        "entity",
+    ), "explicit options win over the preset's"
     served = SAMNER(SamnerConfig.vllm())
     assert (served.preset, served.consensus.mode, served.calibration) == ("paper", "rule", "sentence")
     assert served.trust_anchor_types is False
@@ -310,14 +321,18 @@ def test_the_preset_follows_the_models_and_explicit_options_win():
     assert (mixed.preset, mixed.consensus.mode, mixed.calibration) == ("small", "off", "entity")
     with pytest.raises(ValueError, match="unknown preset 'tiny'"):
         SAMNER(preset="tiny")
+    with pytest.raises(ValueError, match="'trained' preset's use_explorer is False"):
+        SAMNER(use_anchor=False)
 
 
 def test_the_preset_is_decided_by_the_stages_as_configured():
     from samner_dspy.config import SamnerConfig
     from samner_dspy.programs.samner import preset_for
 
-    embedded = SamnerConfig.embedded()
+    embedded = SamnerConfig.embedded(trained=False)
     assert preset_for(embedded) == "small"
+    assert preset_for(SamnerConfig.embedded()) == "trained"
+    assert preset_for(embedded.with_stage("anchor", "embedded", adapter="mine/anchor")) == "small", "archetype too"
     assert preset_for(embedded.with_stage("calibrator", "embedded:qwen2.5-coder-1.5b")) == "small"
     assert preset_for(embedded.with_stage("calibrator", "openai/gpt-4o-mini")) == "paper"
     assert preset_for(embedded, {"calibrator": ScriptedLM([])}) == "paper"

@@ -127,7 +127,8 @@ def test_default_program_runs_on_the_embedded_model_with_non_ascii_and_repeats(m
     assert program.preset == "trained", "on the embedded model the default is the trained preset"
     result = program(text, schema)
     assert_grounded(text, schema, result)
-    assert result.trace["anchor"].model == "openai/embedded"
+    anchor_adapter = program.config.anchor.adapter
+    assert anchor_adapter and result.trace["anchor"].model == f"openai/embedded+lora:{anchor_adapter}"
     assert result.trace["anchor"].error is None and "explorer" not in result.trace
     typing = result.trace["matcher"] if "matcher" in result.trace else None
     from_anchor = typing.inputs["from_anchor"] if typing is not None else {}

@@ -189,8 +189,9 @@ class SAMNER(ConfiguredProgram):
     @classmethod
     def for_small_models(cls, config: ConfigLike = None, **options: Any) -> SAMNER:
         """The ``small`` preset: CCR's verification, one calibration request per entity, and the anchor's
-        unambiguous types trusted. On the embedded 0.5B model it beats direct prompting, which the paper's
-        configuration does not (README, "Evaluation on CrossNER")."""
+        unambiguous types trusted: the best preset found for the untrained embedded model
+        (``SamnerConfig.embedded(trained=False)``), level with a plain prompt out of sample (README, "Evaluation on
+        CrossNER")."""
         return cls(config, preset="small", **options)
 
     def first_signatures(self) -> dict[str, str]:

@@ -495,8 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--configs",
         default="samner",
-        help="comma-separated: samner, small, the baselines direct, direct-short, plain, anchor-only, the small "
-        "preset's ablations small-no-explorer, small-no-archetype, small-anchor-types, ...",
+        help="comma-separated: samner, small, trained (SAMNER()'s default on the embedded model), the baselines "
+        "direct, direct-short, plain, anchor-only, the small preset's ablations small-no-explorer, ... "
+        "(samner_dspy.evals.runner.CONFIGURATIONS)",
     )
     ev.add_argument("--ablations", action="store_true", help="also run the four ablations")
     ev.add_argument("--direct", action="store_true", help="also run the direct prompting baseline")

@@ -68,7 +68,7 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "direct-short": Configuration("Direct, definitions without examples", {"prompt": "short"}, direct=True),
     "plain": Configuration("Plain prompt (label names only)", {"prompt": "plain"}, direct=True),
     "anchor-only": Configuration("Anchor alone (IEPile format)", _ANCHOR_ONLY),
-    # The per-entity modes, the small-model preset (SAMNER()'s default on the embedded model) and what each of
+    # The per-entity modes, the small-model preset (the untrained embedded model's best) and what each of
     # its stages adds: without the explorer, without the archetype stage, with the anchor's types only.
     "per-entity": Configuration(
         "SAM-NER, per-entity modes", {"preset": "paper", "ccr": "verify", "calibration": "entity"}

@@ -553,8 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "action",
         choices=("serve", "path", "check", "export-hf"),
-        help="serve: llama.cpp's server; path: the GGUF file; check: annotate one sentence with every stage (set-up "
-        "runs it); export-hf: a Hugging Face folder (for vLLM and samner train), reused when it already matches",
+        help="serve: llama.cpp's server; path: the GGUF file; check: annotate one sentence with every stage of the "
+        "default program (set-up runs it); export-hf: a Hugging Face folder (for vLLM and samner train), reused "
+        "when it already matches",
     )
     local.add_argument("folder", nargs="?", help="export-hf: where (default ~/.cache/samner-dspy/hf/<model>)")
     local.add_argument("--model", help="qwen2.5-coder-0.5b (default) or qwen2.5-coder-1.5b")

@@ -14,8 +14,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from samner_dspy import SAMNER
-from samner_dspy.config import SamnerConfig, Schema
+from samner_dspy import SAMNER, Schema
+from samner_dspy.config import SamnerConfig
 from samner_dspy.evals.crossner import read_bio
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crossner"

@@ -115,6 +115,9 @@ CONFIGURATIONS: dict[str, Configuration] = {
     # SAMNER()'s default on the embedded model: the trained preset on the committed adapters (the same requests as
     # anchor-trained-roles, which chose it on dev).
     "trained": Configuration("SAMNER() default: trained preset", {"preset": "trained"}, adapters=DEFAULT_ADAPTERS),
+    # The trained preset on the configuration's own stage models: a served configuration (`samner serve` with the
+    # committed adapters on the anchor and archetype stages) running the default's requests, paired with `trained`.
+    "trained-served": Configuration("trained preset, the configuration's own stage models", {"preset": "trained"}),
     # Every trained stage: small-trained with the explorer trained on Pile-NER too (its twin is small-trained).
     "small-trained-explorer": Configuration(
         "small, trained anchor and explorer, labels matched",

@@ -156,3 +156,15 @@ def test_the_trained_typing_rows_match_labels_with_archetype_mix_on_the_archetyp
     every = runner.build_program("small-trained-explorer", SamnerConfig.embedded(trained=False))
     assert every.config.explorer.adapter == str(model / "explorer")
     assert every.config.anchor == program.config.anchor and every.config.archetype == program.config.archetype
+
+
+def test_the_served_trained_row_runs_the_default_requests_on_the_configurations_own_stage_models(tmp_path):
+    from samner_dspy.config import SamnerConfig
+    from samner_dspy.evals import runner
+
+    served = SamnerConfig.vllm(api_base="http://127.0.0.1:8000/v1", base_model="qwen2.5-coder-0.5b")
+    program = runner.build_program("trained-served", served)
+    default = runner.build_program("trained", SamnerConfig.embedded(trained=False))
+    assert program.config == served, "no adapter is added: the server's LoRAs are the stages' models"
+    for option in ("preset", "calibration", "use_explorer", "trust_anchor_types", "person_role"):
+        assert getattr(program, option) == getattr(default, option), option

@@ -25,7 +25,7 @@ from samner_dspy.evals.runner import (
     read_results,
     run,
 )
-from samner_dspy.programs.program import ConfigLike
+from samner_dspy.programs.program import ConfigLike, ConfiguredProgram
 from samner_dspy.schema import Schema
 
 GOLD = "gold"
@@ -139,6 +139,7 @@ def evaluate(
     console: Console | None = None,
     discovery_from: Path | str | None = None,
     against: Sequence[str] = ("direct", "anchor-only"),
+    score_only: bool = False,
 ) -> tuple[Path, Path]:
     """Run every configuration on every domain (resuming what ``output`` holds), then score the sentences every
     configuration finished; returns the paths of ``report.md`` and ``report.json``.
@@ -148,7 +149,8 @@ def evaluate(
     (:mod:`samner_dspy.evals.retype`), so a change to mediation or calibration is measured on the same mentions,
     and the report adds each row's archetype accuracy on the spans the gold holds; the direct baselines run as
     always. Every row is
-    paired against each configuration of ``against`` that ran (the strongest baseline on dev, and the anchor)."""
+    paired against each configuration of ``against`` that ran (the strongest baseline on dev, and the anchor).
+    ``score_only`` runs nothing: it scores what the rows hold, so a sample stopped part-way can be reported."""
     if fewshot and data.data_file:
         raise SamnerError("--fewshot bootstraps demos from CrossNER's train split; it does not apply to --data-file")
     # Each row names the adapters it runs (Configuration.adapters): by default the untrained model is what they
@@ -177,23 +179,8 @@ def evaluate(
             train = data.sentences(domain, "train")[:fewshot_pool]
             programs[name, domain] = bootstrap(program, train, schemas[domain], fewshot)
     console = console or Console()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks = {}
-        for name in names:
-            already = len({item.key for item in items} & done_keys(output / f"{name}.jsonl"))
-            tasks[name] = progress.add_task(TITLES[name], total=len(items), completed=already)
-        # Domain by domain, every configuration: an early stop leaves whole domains comparable across rows.
-        for domain in domains:
-            for name in names:
-                run(
-                    programs[name, domain],
-                    items_by_domain[domain],
-                    schemas,
-                    output / f"{name}.jsonl",
-                    threads,
-                    lambda t=tasks[name]: progress.advance(t),
-                )
+    if not score_only:
+        _run_missing(names, programs, items_by_domain, schemas, output, threads, console)
     finished = [{r["key"]: r for r in read_results(output / f"{name}.jsonl")} for name in names]
     # Rows compare like with like: only sentences every configuration has finished are scored.
     common = {item.key for item in items}.intersection(*finished)
@@ -205,7 +192,40 @@ def evaluate(
     if discovery_from is not None:
         where = "the gold spans" if str(discovery_from) == GOLD else f"the spans recorded in {discovery_from}"
         shots += f", SAM-NER typing {where}"
-    paths = report.write(summary, output, data.heading(shots), command, results)
+    heading = data.heading(shots)
+    if len(common) < len(items):
+        heading += f"; scored on the {len(common)} of its {len(items)} sentences that every row has finished"
+    paths = report.write(summary, output, heading, command, results)
     console.print(report.rich_table(summary))
     console.print(f"report: {paths[0]} and {paths[1]}; predictions with traces: {output}/<configuration>.jsonl")
     return paths
+
+
+def _run_missing(
+    names: list[str],
+    programs: dict[tuple[str, str], ConfiguredProgram],
+    items_by_domain: dict[str, list[Item]],
+    schemas: dict[str, Schema],
+    output: Path,
+    threads: int,
+    console: Console,
+) -> None:
+    """Every row on the sentences its records do not hold yet, with a progress bar per row."""
+    keys = {item.key for domain_items in items_by_domain.values() for item in domain_items}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {}
+        for name in names:
+            already = len(keys & done_keys(output / f"{name}.jsonl"))
+            tasks[name] = progress.add_task(TITLES[name], total=len(keys), completed=already)
+        # Domain by domain, every configuration: an early stop leaves whole domains comparable across rows.
+        for domain, domain_items in items_by_domain.items():
+            for name in names:
+                run(
+                    programs[name, domain],
+                    domain_items,
+                    schemas,
+                    output / f"{name}.jsonl",
+                    threads,
+                    lambda t=tasks[name]: progress.advance(t),
+                )

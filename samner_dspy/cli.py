@@ -222,6 +222,7 @@ def evaluate(args: argparse.Namespace) -> int:
         command=command_line(),
         discovery_from=args.discovery_from,
         against=[name.strip() for name in args.against.split(",") if name.strip()],
+        score_only=args.score_only,
     )
     return 0
 
@@ -522,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="direct,anchor-only",
         help="comma-separated configurations every row is paired against, where they ran: the strongest "
         "single-request baseline on dev first, then anchor-only",
+    )
+    ev.add_argument(
+        "--score-only",
+        action="store_true",
+        help="run nothing: score the sentences every row has finished (a sample stopped part-way)",
     )
     ev.set_defaults(handler=evaluate)
 

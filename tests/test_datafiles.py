@@ -119,3 +119,29 @@ def test_samner_eval_runs_a_data_file_writes_the_report_and_resumes(tmp_path):
         list(map(str, command[:5] + command[7:])), capture_output=True, text=True, timeout=300
     )
     assert missing_schema.returncode == 2 and "--schema" in missing_schema.stderr
+
+
+def test_score_only_runs_nothing_and_scores_the_sentences_every_row_finished(tmp_path):
+    from samner_dspy.evals.evaluate import Data, evaluate
+
+    data = tmp_path / "mine.jsonl"
+    lines = [{"text": f"Ada met Zoë {i}.", "entities": [[0, 3, "person"]]} for i in range(3)]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    schema = tmp_path / "labels.json"
+    schema.write_text(json.dumps(SCHEMA.to_dict()), encoding="utf-8")
+    out = tmp_path / "results"
+
+    def sample(limit: int) -> Data:
+        return Data(limit=limit, data_file=str(data), schema=str(schema))
+
+    with stand_in_server() as api_base:
+        config = tmp_path / "samner.toml"
+        config.write_text(f'[defaults]\napi_base = "{api_base}"\n', encoding="utf-8")
+        evaluate(["plain"], sample(3), out, str(config), threads=1, cache=False)
+        evaluate(["direct"], sample(2), out, str(config), threads=1, cache=False)  # a row stopped part-way
+        before = {row: (out / f"{row}.jsonl").read_bytes() for row in ("plain", "direct")}
+        evaluate(["plain", "direct"], sample(3), out, str(config), threads=1, cache=False, score_only=True)
+    assert {row: (out / f"{row}.jsonl").read_bytes() for row in ("plain", "direct")} == before, "nothing ran"
+    results = json.loads((out / "report.json").read_text(encoding="utf-8"))["results"]
+    assert results["plain"]["sentences"] == results["direct"]["sentences"] == {"mine": 2}
+    assert "scored on the 2 of its 3 sentences that every row has finished" in (out / "report.md").read_text()

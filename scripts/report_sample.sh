@@ -29,9 +29,10 @@ case $step in
     .venv/bin/samner eval "${eval_args[@]}" --split dev --limit "${SAMNER_PER_DOMAIN:-10}" \
       --configs direct,direct-short,plain,anchor-only --against direct,anchor-only --output-dir "$dev" ;;
   report|score)
-    # small first: the rows after it reuse its discovery requests from the response cache.
+    # small first: the rows after it reuse its discovery requests from the response cache. trained is SAMNER()'s
+    # default (the committed adapters), plain-roles the baseline with the same person-role rule.
     .venv/bin/samner eval "${eval_args[@]}" --split test --start 30 --limit "${SAMNER_PER_DOMAIN:-60}" \
-      --configs "${SAMNER_CONFIGS:-small,anchor-only,small-anchor-types,direct,plain,direct-short,small-no-archetype,small-no-explorer,samner}" \
+      --configs "${SAMNER_CONFIGS:-small,anchor-only,trained,plain,plain-roles,small-anchor-types,direct,direct-short,small-no-archetype,small-no-explorer,samner}" \
       --against "$(strongest),anchor-only" --output-dir "$report" "${score_only[@]}" ;;
   noise)
     row=${SAMNER_CONFIGS:-small}

@@ -172,7 +172,7 @@ def evaluate(
                 programs[name, domain] = RecordedDiscovery(
                     spans, str(discovery_from), row.resolve(resolved), **row.options
                 )
-    if fewshot:
+    if fewshot and not score_only:  # bootstrapping demos asks the model; scoring what was run does not
         from samner_dspy.evals.fewshot import bootstrap
 
         for (name, domain), program in programs.items():

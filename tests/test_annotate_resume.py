@@ -93,14 +93,8 @@ def test_annotate_killed_at_a_random_point_resumes_to_the_uninterrupted_output(t
 
 
 def start_server(port=0):
-    server = subprocess.Popen(
-        [sys.executable, "-m", "samner_dspy.serving.stand_in", "--latency", "0.04", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    api_base = server.stdout.readline().strip()
-    assert api_base.startswith("http://127.0.0.1:"), api_base
-    return server, api_base
+    """A stand-in serving on ``port`` (0: a free one), and its base URL."""
+    return take_over(standby_server(port))
 
 
 def standby_server(port):
@@ -121,11 +115,12 @@ def standby_server(port):
 
 
 def take_over(standby):
+    """Tell a :func:`standby_server` to take its port: the server and its base URL."""
     standby.stdin.write("\n")
     standby.stdin.flush()
     api_base = standby.stdout.readline().strip()
     assert api_base.startswith("http://127.0.0.1:"), api_base
-    return standby
+    return standby, api_base
 
 
 def kill(server):
@@ -154,7 +149,7 @@ def test_a_server_that_dies_mid_batch_and_comes_back_loses_no_input(tmp_path):
         kill(server)
         down = time.perf_counter()
         lines_then = line_count(output)
-        server = take_over(standby)
+        server, _ = take_over(standby)
         wait_for(lambda: line_count(output) > lines_then or run.poll() is not None, "a record after the outage")
         figures.recovered_in(time.perf_counter() - down)
 

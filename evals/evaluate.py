@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from samner_dspy.config import CachePolicy, resolve_config
+from samner_dspy.config import CachePolicy, SamnerConfig, resolve_config
 from samner_dspy.errors import SamnerError
 from samner_dspy.evals import report
 from samner_dspy.evals.crossner import load_crossner
@@ -161,25 +161,9 @@ def evaluate(
         resolved = replace(resolved, cache=CachePolicy(True, str(output / "cache"), cache_revision))
     domains, schemas, items_by_domain = data.load()
     items = [item for domain in domains for item in items_by_domain[domain]]
-    programs = {(name, domain): build_program(name, resolved) for name in names for domain in domains}
-    if discovery_from is not None:
-        from samner_dspy.evals.retype import RecordedDiscovery, gold_spans, recorded_spans
-
-        spans = gold_spans(items) if str(discovery_from) == GOLD else recorded_spans(Path(discovery_from))
-        for name, domain in programs:
-            row = CONFIGURATIONS[name]
-            if not row.direct:
-                programs[name, domain] = RecordedDiscovery(
-                    spans, str(discovery_from), row.resolve(resolved), **row.options
-                )
-    if fewshot and not score_only:  # bootstrapping demos asks the model; scoring what was run does not
-        from samner_dspy.evals.fewshot import bootstrap
-
-        for (name, domain), program in programs.items():
-            train = data.sentences(domain, "train")[:fewshot_pool]
-            programs[name, domain] = bootstrap(program, train, schemas[domain], fewshot)
     console = console or Console()
-    if not score_only:
+    if not score_only:  # scoring what the rows hold builds no program and asks no model
+        programs = _programs(names, domains, resolved, data, schemas, items, discovery_from, fewshot, fewshot_pool)
         _run_missing(names, programs, items_by_domain, schemas, output, threads, console)
     finished = [{r["key"]: r for r in read_results(output / f"{name}.jsonl")} for name in names]
     # Rows compare like with like: only sentences every configuration has finished are scored.
@@ -199,6 +183,39 @@ def evaluate(
     console.print(report.rich_table(summary))
     console.print(f"report: {paths[0]} and {paths[1]}; predictions with traces: {output}/<configuration>.jsonl")
     return paths
+
+
+def _programs(
+    names: list[str],
+    domains: list[str],
+    resolved: SamnerConfig,
+    data: Data,
+    schemas: dict[str, Schema],
+    items: list[Item],
+    discovery_from: Path | str | None,
+    fewshot: int,
+    fewshot_pool: int,
+) -> dict[tuple[str, str], ConfiguredProgram]:
+    """Each row's program for each domain: typing recorded or gold spans with ``discovery_from``, with ``fewshot``
+    demos bootstrapped from the domain's train split."""
+    programs = {(name, domain): build_program(name, resolved) for name in names for domain in domains}
+    if discovery_from is not None:
+        from samner_dspy.evals.retype import RecordedDiscovery, gold_spans, recorded_spans
+
+        spans = gold_spans(items) if str(discovery_from) == GOLD else recorded_spans(Path(discovery_from))
+        for name, domain in programs:
+            row = CONFIGURATIONS[name]
+            if not row.direct:
+                programs[name, domain] = RecordedDiscovery(
+                    spans, str(discovery_from), row.resolve(resolved), **row.options
+                )
+    if fewshot:
+        from samner_dspy.evals.fewshot import bootstrap
+
+        for (name, domain), program in programs.items():
+            train = data.sentences(domain, "train")[:fewshot_pool]
+            programs[name, domain] = bootstrap(program, train, schemas[domain], fewshot)
+    return programs
 
 
 def _run_missing(

@@ -121,7 +121,8 @@ def test_samner_eval_runs_a_data_file_writes_the_report_and_resumes(tmp_path):
     assert missing_schema.returncode == 2 and "--schema" in missing_schema.stderr
 
 
-def test_score_only_runs_nothing_and_scores_the_sentences_every_row_finished(tmp_path):
+def test_score_only_runs_nothing_and_scores_the_sentences_every_row_finished(tmp_path, monkeypatch):
+    from samner_dspy.evals import evaluate as evaluate_module
     from samner_dspy.evals.evaluate import Data, evaluate
 
     data = tmp_path / "mine.jsonl"
@@ -140,6 +141,11 @@ def test_score_only_runs_nothing_and_scores_the_sentences_every_row_finished(tmp
         evaluate(["plain"], sample(3), out, str(config), threads=1, cache=False)
         evaluate(["direct"], sample(2), out, str(config), threads=1, cache=False)  # a row stopped part-way
         before = {row: (out / f"{row}.jsonl").read_bytes() for row in ("plain", "direct")}
+
+        def no_program(*args: object) -> None:
+            raise AssertionError("scoring built a program")
+
+        monkeypatch.setattr(evaluate_module, "build_program", no_program)
         evaluate(["plain", "direct"], sample(3), out, str(config), threads=1, cache=False, score_only=True)
     assert {row: (out / f"{row}.jsonl").read_bytes() for row in ("plain", "direct")} == before, "nothing ran"
     results = json.loads((out / "report.json").read_text(encoding="utf-8"))["results"]
